@@ -1,0 +1,191 @@
+"""Plugin discovery on pluggy.
+
+:func:`get_plugin_manager` builds a plugin manager with the built-in plugins
+(``framework.builtins``, which reads ``registry.toml``) and, unless asked not
+to, every module advertised in the entry-point group ``framework``. Both go
+through the same hooks. :func:`load_registry` calls the hooks and returns a
+:class:`Registry` of lazy :class:`PluginSpec` objects.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pluggy
+
+from framework import hookspecs
+from framework.errors import PluginError, unknown_name_error
+
+log = logging.getLogger("framework.registry")
+
+Kind = Literal["model", "signal", "metric", "dataset"]
+KINDS: tuple[str, ...] = ("model", "signal", "metric", "dataset")
+ENTRY_POINT_GROUP = "framework"
+#: Suffix that turns any model into its seeded random-weight control.
+RANDOM_SUFFIX = ":random"
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """A registered plugin, cheap to hold: nothing is imported until :meth:`create`.
+
+    Parameters
+    ----------
+    kind : {"model", "signal", "metric", "dataset"}
+    name : str
+        Unique lower-case id within its kind. A name ending in ``":*"`` declares a
+        family (``"timm:*"`` accepts ``"timm:<anything>"``; the factory validates it).
+    factory : str or callable
+        ``"module:object"`` or the object itself; called with keyword parameters.
+    description : str
+        One line.
+    params : dict
+        Default keyword parameters for the factory.
+    source : str
+        ``"builtin"`` or the distribution / module that registered it.
+    """
+
+    kind: str
+    name: str
+    factory: str | Callable[..., Any]
+    description: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    source: str = "builtin"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise PluginError(f"Plugin '{self.name}' declares kind '{self.kind}'; expected one of {', '.join(KINDS)}.")
+        if not self.name or self.name != self.name.lower() or any(c.isspace() for c in self.name):
+            raise PluginError(f"Plugin name '{self.name}' ({self.kind}) must be non-empty, lower-case, without spaces.")
+
+    @property
+    def is_family(self) -> bool:
+        return self.name.endswith(":*")
+
+    @property
+    def prefix(self) -> str:
+        return self.name[:-1] if self.is_family else self.name
+
+    def load_factory(self) -> Callable[..., Any]:
+        if callable(self.factory):
+            return self.factory
+        module_name, _, attr = str(self.factory).partition(":")
+        if not attr:
+            raise PluginError(f"Plugin '{self.name}' ({self.kind}) has factory '{self.factory}'; "
+                              "expected 'module:object'. Fix its registration.")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise PluginError(f"Plugin '{self.name}' ({self.kind}, from {self.source}) cannot be imported: "
+                              f"{exc}. Install what it needs or uninstall the plugin.") from None
+        try:
+            return getattr(module, attr)
+        except AttributeError:
+            raise PluginError(f"Plugin '{self.name}' ({self.kind}): module '{module_name}' has no "
+                              f"'{attr}'. Fix the factory in its registration.") from None
+
+    def create(self, **overrides: Any) -> Any:
+        """Instantiate the plugin with its default parameters updated by ``overrides``."""
+        params = {**self.params, **overrides}
+        return self.load_factory()(**params)
+
+
+class Registry:
+    """All plugin specs by kind, filled by the ``framework_register_*`` hooks."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, dict[str, PluginSpec]] = {k: {} for k in KINDS}
+
+    # -- registration -------------------------------------------------------------------
+    def add(self, spec: PluginSpec) -> None:
+        """Register ``spec``; a second plugin of the same kind and name is an error."""
+        table = self._specs[spec.kind]
+        if spec.name in table:
+            other = table[spec.name]
+            raise PluginError(f"Two {spec.kind} plugins are named '{spec.name}' (from {other.source} and "
+                              f"{spec.source}). Rename one of them or uninstall one package.")
+        table[spec.name] = spec
+
+    def add_model(self, name: str, factory: str | Callable[..., Any], description: str = "",
+                  params: dict[str, Any] | None = None, source: str = "plugin") -> None:
+        """Shorthand for third-party packages: register a model."""
+        self.add(PluginSpec("model", name, factory, description, dict(params or {}), source))
+
+    # -- queries ------------------------------------------------------------------------
+    def specs(self, kind: str) -> list[PluginSpec]:
+        """Every spec of ``kind`` (families included), sorted by name."""
+        return sorted(self._specs[kind].values(), key=lambda s: s.name)
+
+    def names(self, kind: str) -> list[str]:
+        """Concrete names of ``kind`` (families excluded): what ``all`` means."""
+        return [s.name for s in self.specs(kind) if not s.is_family]
+
+    def resolve(self, kind: str, name: str, *, option: str | None = None) -> tuple[PluginSpec, dict[str, Any]]:
+        """Find the spec for ``name`` and the parameters the name itself implies.
+
+        A model name ending in ``:random`` resolves to its base model with
+        ``weights="random"``; ``timm:<net>`` resolves to the ``timm:*`` family.
+        """
+        implied: dict[str, Any] = {}
+        table = self._specs[kind]
+        base = name
+        if kind == "model" and name.endswith(RANDOM_SUFFIX) and name not in table:
+            base = name[: -len(RANDOM_SUFFIX)]
+            implied["weights"] = "random"
+        if base in table and not table[base].is_family:
+            return table[base], implied
+        for spec in table.values():
+            if spec.is_family and base.startswith(spec.prefix) and len(base) > len(spec.prefix):
+                return spec, implied
+        choices = [s.name for s in table.values() if not s.is_family]
+        choices += [s.prefix + "<name>" for s in table.values() if s.is_family]
+        raise unknown_name_error(kind, name, choices, option=option)
+
+    def create(self, kind: str, name: str, **overrides: Any) -> Any:
+        """Instantiate plugin ``name`` of ``kind``; models get ``name=`` passed too."""
+        spec, implied = self.resolve(kind, name)
+        params = {**implied, **overrides}
+        if kind == "model":
+            params["name"] = name[: -len(RANDOM_SUFFIX)] if "weights" in implied else name
+        return spec.create(**params)
+
+
+def get_plugin_manager(*, entry_points: bool = True, extra_plugins: Iterable[object] = ()) -> pluggy.PluginManager:
+    """Build a plugin manager with the built-ins and, optionally, installed entry points.
+
+    Parameters
+    ----------
+    entry_points : bool
+        Load modules from the entry-point group ``framework`` (third-party plugins).
+    extra_plugins : iterable
+        Objects or modules with ``@hookimpl`` functions to register too (tests).
+    """
+    from framework import builtins
+
+    pm = pluggy.PluginManager("framework")
+    pm.add_hookspecs(hookspecs)
+    pm.register(builtins, name="framework.builtins")
+    if entry_points:
+        try:
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        except Exception as exc:  # a broken third-party package must not hide the built-ins
+            raise PluginError(f"A package in entry-point group '{ENTRY_POINT_GROUP}' failed to load: "
+                              f"{type(exc).__name__}: {exc}. Fix or uninstall it (pip uninstall ...).") from None
+    for plugin in extra_plugins:
+        pm.register(plugin)
+    pm.check_pending()
+    return pm
+
+
+def load_registry(pm: pluggy.PluginManager | None = None) -> Registry:
+    """Call every registration hook and return the filled :class:`Registry`."""
+    pm = pm or get_plugin_manager()
+    registry = Registry()
+    pm.hook.framework_register_models(registry=registry)
+    pm.hook.framework_register_signals(registry=registry)
+    pm.hook.framework_register_metrics(registry=registry)
+    pm.hook.framework_register_datasets(registry=registry)
+    return registry

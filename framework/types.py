@@ -1,0 +1,380 @@
+"""Core data types passed between datasets, signals, models and metrics.
+
+Plain numpy arrays plus small frozen dataclasses. Conventions:
+
+* stimuli are ordered; every array's first axis follows ``StimulusSet.ids``;
+* activations and responses are float32, RDMs and correlations float64;
+* times in ms, frequencies in Hz, coordinates in mm.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import mne
+    from PIL import Image
+
+#: The ventral-stream order of Kuzovkin et al. 2018 (Brodmann areas, early to late).
+DEFAULT_AREA_ORDER: tuple[str, ...] = ("17", "18", "19", "37", "20")
+
+DataKind = Literal["epochs", "responses", "rdms"]
+
+
+def digest_of(*parts: Any) -> str:
+    """SHA-256 hex digest of JSON-serialisable parts and raw byte strings / arrays."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, bytes):
+            h.update(part)
+        elif isinstance(part, np.ndarray):
+            h.update(str(part.dtype).encode())
+            h.update(str(part.shape).encode())
+            h.update(np.ascontiguousarray(part).tobytes())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class StimulusSet:
+    """Ordered stimuli.
+
+    Parameters
+    ----------
+    ids : tuple of str, (n_stimuli,)
+        Unique stimulus ids; the order of every stimulus axis.
+    paths : tuple of Path, (n_stimuli,), optional
+        Image files, one per id.
+    images : ndarray, (n_stimuli, height, width, 3) uint8, optional
+        In-memory RGB images, used when ``paths`` is None.
+    labels : tuple of str, (n_stimuli,), optional
+        Category of each stimulus (used for stratified splits).
+    """
+
+    ids: tuple[str, ...]
+    paths: tuple[Path, ...] | None = None
+    images: np.ndarray | None = None
+    labels: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if len(set(self.ids)) != len(self.ids):
+            seen: set[str] = set()
+            dup = next(i for i in self.ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+            raise ValueError(f"Stimulus ids must be unique; '{dup}' appears more than once.")
+        for name, value in (("paths", self.paths), ("images", self.images), ("labels", self.labels)):
+            if value is not None and len(value) != len(self.ids):
+                raise ValueError(f"StimulusSet.{name} has {len(value)} entries for {len(self.ids)} ids.")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def image(self, index: int) -> Image.Image:
+        """Return stimulus ``index`` as a PIL image in its stored mode (L, RGB, RGBA, ...)."""
+        from PIL import Image
+
+        if self.images is not None:
+            return Image.fromarray(np.asarray(self.images[index]))
+        if self.paths is None:
+            raise ValueError("StimulusSet has neither paths nor images.")
+        from framework.errors import DataError
+
+        path = self.paths[index]
+        try:
+            with Image.open(path) as img:
+                img.load()
+                return img.copy()
+        except FileNotFoundError:
+            raise DataError(f"Stimulus image '{path}' (id '{self.ids[index]}') does not exist; "
+                            "fix the stimulus folder or the id list.") from None
+        except Exception as exc:  # PIL raises many kinds for corrupt files
+            raise DataError(f"Stimulus image '{path}' (id '{self.ids[index]}') cannot be read "
+                            f"({type(exc).__name__}: {exc}); replace the file.") from None
+
+    def digest(self) -> str:
+        """Content digest: ids, labels and image bytes (files or pixels)."""
+        h = hashlib.sha256()
+        h.update(json.dumps([list(self.ids), list(self.labels or ())]).encode())
+        if self.images is not None:
+            h.update(np.ascontiguousarray(self.images).tobytes())
+        elif self.paths is not None:
+            for p in self.paths:
+                h.update(Path(p).read_bytes())
+        return h.hexdigest()
+
+    def index_of(self, ids: tuple[str, ...] | list[str]) -> np.ndarray:
+        """Positions of ``ids`` in this set, (len(ids),) int64; raises KeyError for unknown ids."""
+        pos = {s: i for i, s in enumerate(self.ids)}
+        return np.array([pos[s] for s in ids], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class SiteTable:
+    """One row per recording site (electrode contact, voxel set, neuron).
+
+    Parameters
+    ----------
+    names : tuple of str, (n_sites,)
+        Unique site ids, ``"<subject>/<channel>"`` for intracranial data.
+    subjects : tuple of str, (n_sites,)
+    areas : tuple of str, (n_sites,)
+        Brain area, e.g. Brodmann area ``"17"``; ``"n/a"`` when unknown.
+    coords : ndarray, (n_sites, 3) float64, optional
+        Coordinates in mm.
+    """
+
+    names: tuple[str, ...]
+    subjects: tuple[str, ...]
+    areas: tuple[str, ...]
+    coords: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.names)
+        if len(self.subjects) != n or len(self.areas) != n:
+            raise ValueError("SiteTable columns must all have n_sites entries.")
+        if self.coords is not None and np.shape(self.coords) != (n, 3):
+            raise ValueError(f"SiteTable.coords must be (n_sites, 3) = ({n}, 3), got {np.shape(self.coords)}.")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def select(self, mask_or_index: np.ndarray) -> SiteTable:
+        """Rows picked by a boolean mask or an integer index array."""
+        idx = np.arange(len(self))[np.asarray(mask_or_index)]
+        return SiteTable(
+            names=tuple(self.names[i] for i in idx),
+            subjects=tuple(self.subjects[i] for i in idx),
+            areas=tuple(self.areas[i] for i in idx),
+            coords=None if self.coords is None else np.asarray(self.coords)[idx],
+        )
+
+    def concat(self, other: SiteTable) -> SiteTable:
+        coords = None
+        if self.coords is not None and other.coords is not None:
+            coords = np.concatenate([self.coords, other.coords])
+        return SiteTable(self.names + other.names, self.subjects + other.subjects,
+                         self.areas + other.areas, coords)
+
+    def to_dict(self) -> dict[str, list]:
+        out: dict[str, list] = {"name": list(self.names), "subject": list(self.subjects), "area": list(self.areas)}
+        if self.coords is not None:
+            out.update(x=self.coords[:, 0].tolist(), y=self.coords[:, 1].tolist(), z=self.coords[:, 2].tolist())
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, list]) -> SiteTable:
+        coords = None
+        if "x" in d:
+            coords = np.column_stack([d["x"], d["y"], d["z"]]).astype(np.float64)
+        return cls(tuple(d["name"]), tuple(d["subject"]), tuple(d["area"]), coords)
+
+
+@dataclass(frozen=True)
+class Responses:
+    """Stimulus-evoked responses, what a signal produces from recordings.
+
+    Parameters
+    ----------
+    data : ndarray, (n_stimuli, n_sites) float32
+        One number per stimulus and site (e.g. window / baseline power ratio),
+        averaged over repetitions.
+    sites : SiteTable, (n_sites,)
+    stimulus_ids : tuple of str, (n_stimuli,)
+    repetitions : ndarray, (n_repetitions, n_stimuli, n_sites) float32, optional
+        Single-repetition responses for noise ceilings; NaN where a stimulus was
+        shown fewer times.
+    area_order : tuple of str
+        Ventral-stream order of areas used by the alignment metric.
+    info : dict
+        Provenance and bookkeeping from the signal (e.g. responsive-site counts).
+    """
+
+    data: np.ndarray
+    sites: SiteTable
+    stimulus_ids: tuple[str, ...]
+    repetitions: np.ndarray | None = None
+    area_order: tuple[str, ...] = DEFAULT_AREA_ORDER
+    info: dict[str, Any] = field(default_factory=dict)
+
+    kind: DataKind = field(default="responses", init=False)
+
+    def __post_init__(self) -> None:
+        if self.data.ndim != 2 or self.data.shape != (len(self.stimulus_ids), len(self.sites)):
+            raise ValueError(f"Responses.data must be (n_stimuli, n_sites) = "
+                             f"({len(self.stimulus_ids)}, {len(self.sites)}), got {self.data.shape}.")
+        if self.repetitions is not None and self.repetitions.shape[1:] != self.data.shape:
+            raise ValueError(f"Responses.repetitions must be (n_repetitions, {self.data.shape[0]}, "
+                             f"{self.data.shape[1]}), got {self.repetitions.shape}.")
+
+    @property
+    def n_stimuli(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def n_sites(self) -> int:
+        return self.data.shape[1]
+
+    def select_sites(self, mask_or_index: np.ndarray) -> Responses:
+        idx = np.arange(self.n_sites)[np.asarray(mask_or_index)]
+        reps = None if self.repetitions is None else self.repetitions[:, :, idx]
+        return Responses(self.data[:, idx], self.sites.select(idx), self.stimulus_ids, reps,
+                         self.area_order, dict(self.info))
+
+
+@dataclass(frozen=True)
+class BrainRDMs:
+    """Precomputed representational dissimilarity matrices, per area and subject.
+
+    Parameters
+    ----------
+    rdms : dict of str to ndarray, each (n_subjects, n_stimuli, n_stimuli) float64
+        Symmetric, zero diagonal; key is the area name (e.g. ``"EVC"``, ``"IT"``).
+    stimulus_ids : tuple of str, (n_stimuli,)
+    area_order : tuple of str
+        Order of the areas along the processing hierarchy.
+    distance : str
+        How the RDMs were made (e.g. ``"correlation"`` for 1 − Pearson).
+    """
+
+    rdms: dict[str, np.ndarray]
+    stimulus_ids: tuple[str, ...]
+    area_order: tuple[str, ...]
+    distance: str = "correlation"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    kind: DataKind = field(default="rdms", init=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.stimulus_ids)
+        for area, r in self.rdms.items():
+            if r.ndim != 3 or r.shape[1:] != (n, n):
+                raise ValueError(f"RDMs of area '{area}' must be (n_subjects, {n}, {n}), got {r.shape}.")
+
+
+#: What a signal produces and a metric consumes.
+Target = Responses | BrainRDMs
+
+
+@dataclass
+class Dataset:
+    """A stimulus set plus one kind of brain data.
+
+    Exactly one of ``epochs``, ``responses`` or ``rdms`` is set.
+
+    Parameters
+    ----------
+    name : str
+    stimuli : StimulusSet
+    digest : str
+        Content digest of everything that defines the data (cache key part).
+    epochs : mapping of subject -> zero-argument callable returning ``mne.BaseEpochs``
+        Raw recordings, loaded one subject at a time. Each epochs object has
+        ``metadata["stimulus"]`` naming the stimulus id of every trial; its
+        channels are named as in the site table (``sites.names`` is
+        ``"<subject>/<channel>"``).
+    sites : SiteTable, optional
+        Every channel of every subject (required with ``epochs``).
+    responses : Responses, optional
+    rdms : BrainRDMs, optional
+    area_order : tuple of str
+    truth : dict, optional
+        Planted ground truth (the demo dataset), keyed by name.
+    """
+
+    name: str
+    stimuli: StimulusSet
+    digest: str
+    epochs: Mapping[str, Callable[[], mne.BaseEpochs]] | None = None
+    sites: SiteTable | None = None
+    responses: Responses | None = None
+    rdms: BrainRDMs | None = None
+    area_order: tuple[str, ...] = DEFAULT_AREA_ORDER
+    truth: dict[str, Any] | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        given = [k for k in ("epochs", "responses", "rdms") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"Dataset '{self.name}' needs exactly one of epochs, responses, rdms; got {given}.")
+        if self.epochs is not None and self.sites is None:
+            raise ValueError(f"Dataset '{self.name}' has epochs but no site table.")
+
+    @property
+    def kind(self) -> DataKind:
+        if self.epochs is not None:
+            return "epochs"
+        if self.responses is not None:
+            return "responses"
+        return "rdms"
+
+
+class Activations:
+    """Layer activations of one model for one stimulus set.
+
+    Layers are ordered (their position is the layer index the alignment metric
+    uses); each is an (n_stimuli, n_features) float32 array, usually memory-mapped
+    from the on-disk cache.
+    """
+
+    def __init__(self, layers: Mapping[str, np.ndarray], stimulus_ids: tuple[str, ...],
+                 info: dict[str, Any] | None = None) -> None:
+        self._layers = dict(layers)
+        self.stimulus_ids = tuple(stimulus_ids)
+        self.info = dict(info or {})
+        for name, arr in self._layers.items():
+            if arr.ndim != 2 or arr.shape[0] != len(self.stimulus_ids):
+                raise ValueError(f"Layer '{name}' must be (n_stimuli={len(self.stimulus_ids)}, n_features), "
+                                 f"got {arr.shape}.")
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(self._layers)
+
+    def __getitem__(self, layer: str) -> np.ndarray:
+        return self._layers[layer]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._layers)
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def items(self) -> Iterator[tuple[str, np.ndarray]]:
+        return iter(self._layers.items())
+
+
+@dataclass
+class Score:
+    """What a metric returns for one (model, signal) pair.
+
+    Parameters
+    ----------
+    value : float
+        Headline value shown on the leaderboard (each metric documents it).
+    ceiling : float, optional
+        Noise ceiling of ``value`` when the data allow one.
+    ci : (float, float), optional
+        Confidence interval of ``value``.
+    p_value : float, optional
+    details : dict of str to table
+        Named column-oriented tables (``{column: list}``), e.g. ``"layer_site"``
+        with columns ``layer, layer_index, site, area, r, p``; JSON-serialisable.
+    summary : dict
+        Small scalars (best layer, n_sites used, ...), JSON-serialisable.
+    higher_is_better : bool
+    """
+
+    value: float
+    ceiling: float | None = None
+    ci: tuple[float, float] | None = None
+    p_value: float | None = None
+    details: dict[str, dict[str, list]] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    higher_is_better: bool = True
