@@ -8,8 +8,10 @@ through the same hooks. :func:`load_registry` calls the hooks and returns a
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,6 +26,8 @@ log = logging.getLogger("framework.registry")
 Kind = Literal["model", "signal", "metric", "dataset"]
 KINDS: tuple[str, ...] = ("model", "signal", "metric", "dataset")
 ENTRY_POINT_GROUP = "framework"
+#: Environment variable naming extra plugin modules to register (comma-separated).
+ENV_PLUGINS = "FRAMEWORK_PLUGINS"
 #: Suffix that turns any model into its seeded random-weight control.
 RANDOM_SUFFIX = ":random"
 
@@ -45,7 +49,8 @@ class PluginSpec:
     params : dict
         Default keyword parameters for the factory.
     source : str
-        ``"builtin"`` or the distribution / module that registered it.
+        ``"builtin"`` or the distribution / module that registered it; filled in
+        by :meth:`Registry.add` when left empty.
     """
 
     kind: str
@@ -53,7 +58,7 @@ class PluginSpec:
     factory: str | Callable[..., Any]
     description: str = ""
     params: dict[str, Any] = field(default_factory=dict)
-    source: str = "builtin"
+    source: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -98,10 +103,13 @@ class Registry:
 
     def __init__(self) -> None:
         self._specs: dict[str, dict[str, PluginSpec]] = {k: {} for k in KINDS}
+        self._source = ""  # the plugin whose hooks are running (set by load_registry)
 
     # -- registration -------------------------------------------------------------------
     def add(self, spec: PluginSpec) -> None:
         """Register ``spec``; a second plugin of the same kind and name is an error."""
+        if not spec.source:
+            spec = dataclasses.replace(spec, source=self._source or "plugin")
         table = self._specs[spec.kind]
         if spec.name in table:
             other = table[spec.name]
@@ -110,7 +118,7 @@ class Registry:
         table[spec.name] = spec
 
     def add_model(self, name: str, factory: str | Callable[..., Any], description: str = "",
-                  params: dict[str, Any] | None = None, source: str = "plugin") -> None:
+                  params: dict[str, Any] | None = None, source: str = "") -> None:
         """Shorthand for third-party packages: register a model."""
         self.add(PluginSpec("model", name, factory, description, dict(params or {}), source))
 
@@ -153,22 +161,34 @@ class Registry:
         return spec.create(**params)
 
 
-def get_plugin_manager(*, entry_points: bool = True, extra_plugins: Iterable[object] = ()) -> pluggy.PluginManager:
+def get_plugin_manager(*, entry_points: bool = True, builtins: bool = True,
+                       extra_plugins: Iterable[object] = ()) -> pluggy.PluginManager:
     """Build a plugin manager with the built-ins and, optionally, installed entry points.
 
     Parameters
     ----------
     entry_points : bool
-        Load modules from the entry-point group ``framework`` (third-party plugins).
+        Load modules from the entry-point group ``framework`` (third-party plugins)
+        and the modules named in ``$FRAMEWORK_PLUGINS`` (comma-separated import
+        paths; handy for a plugin that is not packaged yet).
+    builtins : bool
+        Register the built-in plugins of ``registry.toml``.
     extra_plugins : iterable
         Objects or modules with ``@hookimpl`` functions to register too (tests).
     """
-    from framework import builtins
-
     pm = pluggy.PluginManager("framework")
     pm.add_hookspecs(hookspecs)
-    pm.register(builtins, name="framework.builtins")
+    if builtins:
+        from framework import builtins as builtin_plugins
+
+        pm.register(builtin_plugins, name="framework.builtins")
     if entry_points:
+        for module_name in filter(None, (m.strip() for m in os.environ.get(ENV_PLUGINS, "").split(","))):
+            try:
+                pm.register(importlib.import_module(module_name), name=module_name)
+            except ImportError as exc:
+                raise PluginError(f"Plugin module '{module_name}' named in ${ENV_PLUGINS} cannot be imported "
+                                  f"({exc}); fix the variable or the module path.") from None
         try:
             pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         except Exception as exc:  # a broken third-party package must not hide the built-ins
@@ -184,8 +204,14 @@ def load_registry(pm: pluggy.PluginManager | None = None) -> Registry:
     """Call every registration hook and return the filled :class:`Registry`."""
     pm = pm or get_plugin_manager()
     registry = Registry()
-    pm.hook.framework_register_models(registry=registry)
-    pm.hook.framework_register_signals(registry=registry)
-    pm.hook.framework_register_metrics(registry=registry)
-    pm.hook.framework_register_datasets(registry=registry)
+    dists = {id(plugin): f"{dist.project_name} {dist.version}" for plugin, dist in pm.list_plugin_distinfo()}
+    plugins = sorted(pm.get_plugins(), key=lambda p: (pm.get_name(p) != "framework.builtins", pm.get_name(p) or ""))
+    for plugin in plugins:
+        name = pm.get_name(plugin) or ""
+        registry._source = "builtin" if name == "framework.builtins" else dists.get(id(plugin), name)
+        others = [p for p in plugins if p is not plugin]
+        for hook in ("framework_register_models", "framework_register_signals", "framework_register_metrics",
+                     "framework_register_datasets"):
+            pm.subset_hook_caller(hook, remove_plugins=others)(registry=registry)
+    registry._source = ""
     return registry

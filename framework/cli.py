@@ -1,0 +1,291 @@
+"""The ``framework`` command.
+
+Subcommands: ``run``, ``list``, ``layers``, ``leaderboard``. A
+:class:`framework.errors.FrameworkError` becomes one line on stderr and exit
+status 2; a run whose cells partly failed exits with status 1 after a summary.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from framework import __version__
+from framework.errors import ConfigError, FrameworkError
+
+log = logging.getLogger("framework")
+
+EXIT_OK, EXIT_FAILED_CELLS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise ConfigError(f"Option {option} expects NAME=VALUE, got '{item}'.")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _parse_value(text: str) -> Any:
+    """Parse a ``--*-param`` value as TOML (numbers, booleans, lists), else keep the string."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _plugin_params(values: list[str] | None, option: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in _pairs(values, option).items():
+        plugin, dot, param = key.rpartition(".")
+        if not dot or not plugin or not param:
+            raise ConfigError(f"Option {option} expects PLUGIN.PARAM=VALUE (e.g. rsa.n_permutations=1000), got '{key}'.")
+        out.setdefault(plugin, {})[param] = _parse_value(value)
+    return out
+
+
+def _layers_option(value: str | None) -> dict[str, list[str]] | None:
+    if value is None:
+        return None
+    out: dict[str, list[str]] = {}
+    for part in value.split(";"):
+        if not part.strip():
+            continue
+        name, sep, layers = part.partition("=")
+        if sep:
+            out[name.strip()] = [x.strip() for x in layers.split(",") if x.strip()]
+        else:
+            out["*"] = [x.strip() for x in part.split(",") if x.strip()]
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="framework", description="Score vision models against brain recordings.")
+    parser.add_argument("--version", action="version", version=f"framework {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="score models × signals × metrics on a dataset and write the leaderboard")
+    run.add_argument("--config", type=Path, help="run.toml with the same fields (command-line options win)")
+    run.add_argument("--models", help="'all' (every registered model) or a comma list, e.g. alexnet,timm:resnet18")
+    run.add_argument("--signals", help="'all', signal names (lowgamma@150-350), bands (lowgamma) or plugin ids")
+    run.add_argument("--metrics", help="'all' or a comma list (default: rsa)")
+    run.add_argument("--dataset", help="registered dataset name (default: demo) or the path of a dataset TOML file")
+    run.add_argument("--store", type=Path, help="directory for results, caches and leaderboard (default: ./results)")
+    run.add_argument("--weights", choices=["auto", "pretrained", "random"],
+                     help="auto (default): pretrained if available, else seeded random init")
+    run.add_argument("--weights-file", action="append", metavar="MODEL=PATH",
+                     help="local weights file for one model (.safetensors, .pt, .pth); repeatable")
+    run.add_argument("--layers", help="layer list for every model (a,b,c) or per model (alexnet=conv1,fc6;vgg16=pool5)")
+    run.add_argument("--model-param", action="append", metavar="MODEL.PARAM=VALUE", help="repeatable")
+    run.add_argument("--signal-param", action="append", metavar="PLUGIN.PARAM=VALUE",
+                     help="e.g. band-power.responsive_only=true; repeatable")
+    run.add_argument("--metric-param", action="append", metavar="METRIC.PARAM=VALUE",
+                     help="e.g. rsa.n_permutations=1000; repeatable")
+    run.add_argument("--batch-size", type=int, help="stimuli per forward pass (default 32)")
+    run.add_argument("--seed", type=int, help="seed for random init, splits and permutations (default 0)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging (tracebacks of failed cells)")
+    run.add_argument("-q", "--quiet", action="store_true", help="only warnings and the leaderboard")
+
+    lst = sub.add_parser("list", help="list registered plugins")
+    lst.add_argument("kind", nargs="?", choices=["models", "signals", "metrics", "datasets"],
+                     help="one kind (default: all kinds)")
+
+    layers = sub.add_parser("layers", help="list a model's extractable layers in forward order with output shapes")
+    layers.add_argument("model")
+    layers.add_argument("--weights", choices=["auto", "pretrained", "random"], default="random",
+                        help="weights to build the model with (default: random; shapes do not depend on them)")
+    layers.add_argument("--weights-file", type=Path)
+
+    board = sub.add_parser("leaderboard", help="print and write the leaderboard of a results store")
+    board.add_argument("--store", type=Path, default=Path("results"))
+    return parser
+
+
+# --------------------------------------------------------------------------------------
+def _default_params(spec) -> dict[str, Any]:
+    """Declared parameters merged over the factory's keyword defaults (for `list`)."""
+    params: dict[str, Any] = {}
+    try:
+        factory = spec.load_factory()
+        sig = inspect.signature(factory)
+        for p in sig.parameters.values():
+            if p.name in {"name", "weights", "weights_file", "seed", "cache_dir", "path", "self"}:
+                continue
+            if p.default is not inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD:
+                params[p.name] = p.default
+    except FrameworkError:
+        pass
+    params.update(spec.params)
+    return params
+
+
+def _fmt_params(params: dict[str, Any]) -> str:
+    if not params:
+        return "-"
+    return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from framework.registry import load_registry
+
+    registry = load_registry()
+    kinds = [args.kind[:-1]] if args.kind else ["model", "signal", "metric", "dataset"]
+    for kind in kinds:
+        if not args.kind:
+            print(f"{kind}s:")
+        specs = registry.specs(kind)
+        width = max((len(s.name) for s in specs), default=4)
+        for spec in specs:
+            source = "" if spec.source == "builtin" else f" [{spec.source}]"
+            print(f"  {spec.name.ljust(width)}  {spec.description}{source}  ({_fmt_params(_default_params(spec))})")
+            if kind == "signal":
+                plugin = spec.create()
+                names = [n for k in ("epochs", "responses", "rdms") if k in plugin.accepts for n in plugin.names(k)]
+                if names and names != [spec.name]:
+                    print(f"  {' ' * width}  expands to: {', '.join(names)}")
+    return EXIT_OK
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from framework.registry import load_registry
+
+    registry = load_registry()
+    model = registry.create("model", args.model, weights=args.weights, weights_file=args.weights_file, seed=0)
+    defaults = set(model.default_layers())
+    shapes = model.layer_shapes()
+    width = max(len(n) for n in shapes)
+    print(f"{args.model}: {len(shapes)} layers in forward order (* = default)")
+    for name, shape in shapes.items():
+        mark = "*" if name in defaults else " "
+        print(f"{mark} {name.ljust(width)}  {tuple(shape)}")
+    return EXIT_OK
+
+
+def _headlines(names: set[str]) -> dict[str, str]:
+    from framework.registry import load_registry
+
+    registry = load_registry()
+    out = {}
+    for name in names:
+        try:
+            spec, _ = registry.resolve("metric", name)
+            out[name] = getattr(spec.load_factory(), "headline", "")
+        except FrameworkError:
+            continue
+    return out
+
+
+def _print_leaderboard(store_dir: Path) -> None:
+    from framework.leaderboard import render_terminal, write_leaderboard
+    from framework.store import ResultsStore
+
+    with ResultsStore(store_dir) as store:
+        metrics = {r["metric"] for r in store.rows(status="ok")}
+        boards, paths = write_leaderboard(store, _headlines(metrics))
+    print(render_terminal(boards), end="")
+    print(f"Leaderboard written to {', '.join(str(p) for p in paths)}")
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from framework.store import DB_NAME
+
+    if not (args.store / DB_NAME).is_file():
+        raise ConfigError(f"No results store at '{args.store}' (no {DB_NAME}); run `framework run --store "
+                          f"{args.store}` first or give the right --store.")
+    _print_leaderboard(args.store)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from framework.config import build_config, load_config_file
+    from framework.scheduler import run
+
+    file_fields = load_config_file(args.config) if args.config else {}
+    cli_fields: dict[str, Any] = {
+        "models": args.models, "signals": args.signals, "metrics": args.metrics, "dataset": args.dataset,
+        "store": args.store, "weights": args.weights, "batch_size": args.batch_size, "seed": args.seed,
+        "layers": _layers_option(args.layers),
+        "weights_files": _pairs(args.weights_file, "--weights-file") or None,
+        "model_params": _plugin_params(args.model_param, "--model-param") or None,
+        "signal_params": _plugin_params(args.signal_param, "--signal-param") or None,
+        "metric_params": _plugin_params(args.metric_param, "--metric-param") or None,
+        "progress": False if args.no_progress else None,
+    }
+    source = f"'{args.config}'" if args.config else "command-line options"
+    config = build_config(file_fields, cli_fields, source=source)
+
+    def announce(plan) -> None:
+        log.info("Dataset '%s' (%s, %d stimuli); %d model(s) × %d signal(s) × %d metric(s) = %d cells.",
+                 plan.dataset.name, plan.dataset.kind, len(plan.dataset.stimuli), len(plan.models),
+                 len(plan.signals), len(plan.metrics), len(plan.cells))
+        for note in plan.notes:
+            log.warning("Note: %s.", note)
+
+    try:
+        summary = run(config, on_plan=announce)
+    except KeyboardInterrupt:
+        print(f"framework: interrupted; finished cells are saved in '{config.store}'. Run the same command "
+              "again to resume.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    for name, info in summary.signal_info.items():
+        resp = info.get("responsive")
+        if resp:
+            state = "filter on" if resp.get("filter_applied") else "filter off"
+            log.info("Signal %s: %s of %s sites responsive (%s).", name, resp.get("n_responsive"),
+                     resp.get("n_sites"), state)
+    log.info("Run %s: %d cell(s) scored, %d skipped (already in the store), %d failed, in %.1f s.",
+             summary.run_id, summary.n_done, summary.n_skipped, summary.n_failed, summary.seconds)
+    _print_leaderboard(config.store)
+    if summary.failures:
+        print(f"framework: {summary.n_failed} of {summary.n_cells} cell(s) failed:", file=sys.stderr)
+        seen: set[str] = set()
+        for cell, error in summary.failures:
+            if error in seen:
+                continue
+            seen.add(error)
+            print(f"  {cell.model} × {cell.signal} × {cell.metric}: {error}", file=sys.stderr)
+        return EXIT_FAILED_CELLS
+    return EXIT_OK
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s" if not verbose else "%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("framework")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
+    handlers = {"run": cmd_run, "list": cmd_list, "layers": cmd_layers, "leaderboard": cmd_leaderboard}
+    try:
+        return handlers[args.command](args)
+    except FrameworkError as exc:
+        print(f"framework: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("framework: interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # last resort: one line, traceback only with --verbose
+        if getattr(args, "verbose", False):
+            raise
+        print(f"framework: internal error: {type(exc).__name__}: {exc} (run again with --verbose for the "
+              "traceback and report it)", file=sys.stderr)
+        return EXIT_FAILED_CELLS
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Run configuration: the options of ``framework run``, validated once by pydantic.
+
+The same fields come from the command line or from ``--config run.toml``
+(command-line options win). Names are checked against the registry by the
+scheduler, which knows the dataset's kind; here we check types and ranges.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from framework.errors import ConfigError, did_you_mean
+
+WeightsMode = Literal["auto", "pretrained", "random"]
+
+
+def _split_names(value: Any) -> Any:
+    """Accept ``"a,b"`` or ``["a", "b"]``; strip blanks."""
+    if isinstance(value, str):
+        value = [v for v in (p.strip() for p in value.split(",")) if v]
+    return value
+
+
+class RunConfig(BaseModel):
+    """Everything that defines a run.
+
+    Attributes
+    ----------
+    models, signals, metrics : list of str
+        Plugin names, or ``["all"]``. ``all`` models means every registered model
+        (built-ins and installed plugins), not every timm network.
+    dataset : str
+        A registered dataset name (``demo``) or the path of a dataset TOML file.
+    store : Path
+        Directory for the results database, caches and the leaderboard files.
+    weights : {"auto", "pretrained", "random"}
+        ``auto`` tries pretrained weights and falls back to seeded random init.
+    weights_files : dict of model name -> Path
+        A local weights file per model (.safetensors, .pt, .pth); wins over ``weights``.
+    layers : dict of model name -> list of str
+        Layer lists overriding a model's defaults; key ``"*"`` applies to every model.
+    model_params, signal_params, metric_params : dict of plugin name -> dict
+        Extra keyword parameters for a plugin's factory.
+    batch_size : int
+        Stimuli per forward pass.
+    seed : int
+        Seed for random init, splits and permutations.
+    progress : bool or None
+        Progress bars; ``None`` means on when stderr is a terminal.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] = Field(default_factory=lambda: ["all"])
+    signals: list[str] = Field(default_factory=lambda: ["all"])
+    metrics: list[str] = Field(default_factory=lambda: ["rsa"])
+    dataset: str = "demo"
+    store: Path = Path("results")
+    weights: WeightsMode = "auto"
+    weights_files: dict[str, Path] = Field(default_factory=dict)
+    layers: dict[str, list[str]] = Field(default_factory=dict)
+    model_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    signal_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    metric_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    reduction: dict[str, Any] | None = None
+    batch_size: int = Field(default=32, gt=0, le=4096)
+    seed: int = Field(default=0, ge=0)
+    progress: bool | None = None
+
+    @field_validator("models", "signals", "metrics", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        value = _split_names(value)
+        if isinstance(value, list) and not value:
+            raise ValueError("needs at least one name (or 'all')")
+        return value
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _layers(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: _split_names(v) for k, v in value.items()}
+        return value
+
+
+FIELDS = tuple(RunConfig.model_fields)
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            field = str(err["loc"][0])
+            parts.append(f"unknown field '{loc}'.{did_you_mean(field, FIELDS)}")
+        else:
+            got = err.get("input")
+            got_text = f" (got {got!r})" if not isinstance(got, dict) and got is not None else ""
+            parts.append(f"field '{loc}': {err['msg']}{got_text}")
+    return f"Invalid run configuration in {source}: " + "; ".join(parts) + ". Fix the value and run again."
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a run TOML file into a dict of fields (paths resolved against the file's folder)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file '{path}' does not exist; check the path given to --config.")
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file '{path}' is not valid TOML: {exc}. Fix the syntax.") from None
+    except OSError as exc:
+        raise ConfigError(f"Config file '{path}' cannot be read ({exc.strerror}).") from None
+    if "run" in data and isinstance(data["run"], dict) and len(data) == 1:
+        data = data["run"]
+    base = path.parent
+    for key in ("store",):
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str(base / data[key])
+    if isinstance(data.get("dataset"), str) and data["dataset"].endswith(".toml"):
+        if not Path(data["dataset"]).is_absolute():
+            data["dataset"] = str(base / data["dataset"])
+    if isinstance(data.get("weights_files"), dict):
+        data["weights_files"] = {k: (str(base / v) if isinstance(v, str) and not Path(v).is_absolute() else v)
+                                 for k, v in data["weights_files"].items()}
+    return data
+
+
+def build_config(file_fields: dict[str, Any] | None = None, cli_fields: dict[str, Any] | None = None,
+                 *, source: str = "command-line options") -> RunConfig:
+    """Merge config-file fields with command-line fields (CLI wins) and validate them."""
+    merged: dict[str, Any] = dict(file_fields or {})
+    for key, value in (cli_fields or {}).items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    try:
+        return RunConfig(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None

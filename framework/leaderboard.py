@@ -1,0 +1,304 @@
+"""Leaderboard: rank models from the results store.
+
+For every (dataset, metric) the models are ranked by their headline value
+averaged over the run's signals (best first, honouring ``higher_is_better``);
+each row also names the model's best signal. Written as
+
+* ``leaderboard.csv`` - long format, one row per (dataset, metric, signal, model)
+  with the rank within that signal, ceiling, CI, p-value and best layer;
+* ``leaderboard.md`` - one ranked table per (dataset, metric), signals as columns;
+* ``leaderboard.html`` - the same tables plus inline SVG plots (bar chart of the
+  ranking, model × signal heat map), self-contained (no external files).
+"""
+from __future__ import annotations
+
+import csv
+import html
+import math
+import os
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from framework.store import ResultsStore
+
+FILES = ("leaderboard.csv", "leaderboard.md", "leaderboard.html")
+
+
+@dataclass
+class Entry:
+    """One model's scores for one (dataset, metric)."""
+
+    model: str
+    weights: str
+    values: dict[str, float]        # signal -> headline value
+    ceilings: dict[str, float | None]
+    higher_is_better: bool
+
+    @property
+    def mean(self) -> float:
+        vals = [v for v in self.values.values() if v is not None and math.isfinite(v)]
+        return sum(vals) / len(vals) if vals else math.nan
+
+    @property
+    def best_signal(self) -> str | None:
+        vals = {s: v for s, v in self.values.items() if v is not None and math.isfinite(v)}
+        if not vals:
+            return None
+        pick = max if self.higher_is_better else min
+        return pick(vals, key=vals.__getitem__)
+
+
+@dataclass
+class Board:
+    dataset: str
+    metric: str
+    signals: list[str]
+    entries: list[Entry]            # ranked
+    headline: str = ""
+
+
+def weights_text(source: str | None, label: str | None) -> str:
+    """Short weights column: ``random init`` for any random initialisation."""
+    if source == "random":
+        return "random init"
+    if source == "file":
+        return label or "file"
+    return label or (source or "")
+
+
+def latest_rows(store: ResultsStore) -> list[dict[str, Any]]:
+    """Successful rows, the most recent per (dataset, metric, signal, model, weights)."""
+    latest: dict[tuple, dict[str, Any]] = {}
+    for row in store.rows(status="ok"):
+        latest[(row["dataset"], row["metric"], row["signal"], row["model"], row["weights_source"])] = row
+    return list(latest.values())
+
+
+def _sort_key(entry: Entry) -> tuple[int, float]:
+    m = entry.mean
+    if not math.isfinite(m):
+        return (1, 0.0)
+    return (0, -m if entry.higher_is_better else m)
+
+
+def build_boards(rows: list[dict[str, Any]], headlines: dict[str, str] | None = None) -> list[Board]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["dataset"], row["metric"])].append(row)
+    boards = []
+    for (dataset, metric), group in sorted(groups.items()):
+        signals = sorted({r["signal"] for r in group}, key=_signal_order)
+        entries: dict[tuple[str, str], Entry] = {}
+        for r in group:
+            w = weights_text(r["weights_source"], r["weights_label"])
+            e = entries.setdefault((r["model"], w), Entry(r["model"], w, {}, {}, bool(r["higher_is_better"])))
+            e.values[r["signal"]] = r["value"] if r["value"] is not None else math.nan
+            e.ceilings[r["signal"]] = r["ceiling"]
+        ranked = sorted(entries.values(), key=lambda e: (_sort_key(e), e.model))
+        boards.append(Board(dataset, metric, signals, ranked, (headlines or {}).get(metric, "")))
+    return boards
+
+
+_BAND_ORDER = {"theta": 0, "alpha": 1, "beta": 2, "lowgamma": 3, "highgamma": 4}
+
+
+def _signal_order(name: str) -> tuple:
+    band, _, window = name.partition("@")
+    start = window.split("-")[0]
+    return (_BAND_ORDER.get(band, 99), band, int(start) if start.lstrip("-").isdigit() else 0, name)
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    if x is None or not math.isfinite(x):
+        return "—"
+    return f"{x:.{digits}f}"
+
+
+def _rank_labels(entries: list[Entry]) -> list[str]:
+    return [str(i + 1) if math.isfinite(e.mean) else "—" for i, e in enumerate(entries)]
+
+
+# --------------------------------------------------------------------------------------
+def render_terminal(boards: list[Board]) -> str:
+    """Compact ranked tables for the terminal (no per-signal columns)."""
+    if not boards:
+        return "No scores in the store yet."
+    out = []
+    for b in boards:
+        out.append(f"{b.metric} on {b.dataset} — {len(b.entries)} model(s), {len(b.signals)} signal(s); "
+                   "ranked by mean over signals")
+        header = ["rank", "model", "weights", "mean", "best signal", "best"]
+        rows = []
+        for rank, e in zip(_rank_labels(b.entries), b.entries):
+            best = e.best_signal
+            rows.append([rank, e.model, e.weights, _fmt(e.mean), best or "—",
+                         _fmt(e.values.get(best)) if best else "—"])
+        widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+        out.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+        out.append("  ".join("-" * w for w in widths))
+        for r in rows:
+            out.append("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def render_markdown(boards: list[Board]) -> str:
+    lines = ["# Leaderboard", ""]
+    if not boards:
+        lines.append("No scores in the store yet.")
+    for b in boards:
+        lines.append(f"## {b.metric} on {b.dataset}")
+        lines.append("")
+        if b.headline:
+            lines.append(f"Headline: {b.headline}")
+            lines.append("")
+        lines.append("Models ranked by the mean of the headline over signals.")
+        lines.append("")
+        header = ["rank", "model", "weights", "mean", "best signal", *b.signals]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join("---" for _ in header) + "|")
+        for rank, e in zip(_rank_labels(b.entries), b.entries):
+            cells = [rank, e.model, e.weights, _fmt(e.mean), e.best_signal or "—",
+                     *[_fmt(e.values.get(s)) for s in b.signals]]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_csv_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Long-format rows, ranked within (dataset, metric, signal)."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["dataset"], r["metric"], r["signal"])].append(r)
+    out = []
+    for (dataset, metric, signal), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1],
+                                                                                  _signal_order(kv[0][2]))):
+        def key(r: dict[str, Any]) -> tuple[int, float]:
+            v = r["value"]
+            if v is None:
+                return (1, 0.0)
+            return (0, -v if r["higher_is_better"] else v)
+
+        for rank, r in enumerate(sorted(group, key=lambda r: (key(r), r["model"])), start=1):
+            summary = r["summary"] or {}
+            out.append({
+                "dataset": dataset, "metric": metric, "signal": signal,
+                "rank": rank if r["value"] is not None else "",
+                "model": r["model"], "weights": weights_text(r["weights_source"], r["weights_label"]),
+                "value": r["value"], "ceiling": r["ceiling"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                "p_value": r["p_value"], "best_layer": summary.get("best_layer", ""),
+                "weights_digest": (r["provenance"].get("model") or {}).get("weights_digest", ""),
+                "dataset_digest": (r["provenance"].get("dataset") or {}).get("digest", ""),
+                "seconds": r["seconds"], "cell_key": r["cell_key"],
+            })
+    return out
+
+
+# --------------------------------------------------------------------------------------
+def _color(v: float | None, lo: float, hi: float) -> str:
+    if v is None or not math.isfinite(v):
+        return "#eeeeee"
+    t = 0.5 if hi <= lo else (v - lo) / (hi - lo)
+    t = min(max(t, 0.0), 1.0)
+    # white -> deep blue
+    r = int(255 - t * (255 - 33))
+    g = int(255 - t * (255 - 102))
+    b = int(255 - t * (255 - 172))
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def _svg_bars(b: Board) -> str:
+    entries = [e for e in b.entries if math.isfinite(e.mean)]
+    if not entries:
+        return ""
+    vals = [e.mean for e in entries]
+    lo, hi = min(0.0, min(vals)), max(0.0, max(vals))
+    span = (hi - lo) or 1.0
+    row_h, label_w, plot_w = 22, 220, 360
+    height = row_h * len(entries) + 30
+    zero_x = label_w + (0 - lo) / span * plot_w
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + plot_w + 80}" height="{height}" '
+             f'role="img" aria-label="ranking of models by mean {html.escape(b.metric)}">']
+    for i, (e, v) in enumerate(zip(entries, vals)):
+        y = 10 + i * row_h
+        x0 = zero_x if v >= 0 else zero_x - (0 - v) / span * plot_w
+        w = abs(v) / span * plot_w
+        label = html.escape(f"{e.model} ({e.weights})" if e.weights else e.model)
+        parts.append(f'<text x="{label_w - 6}" y="{y + 14}" text-anchor="end" font-size="12">{label}</text>')
+        parts.append(f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(w, 0.5):.1f}" height="{row_h - 6}" '
+                     f'fill="#2166ac"><title>{label}: {v:.4f}</title></rect>')
+        parts.append(f'<text x="{x0 + w + 4:.1f}" y="{y + 14}" font-size="11">{v:.3f}</text>')
+    parts.append(f'<line x1="{zero_x:.1f}" y1="5" x2="{zero_x:.1f}" y2="{height - 15}" stroke="#333"/>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _html_table(b: Board) -> str:
+    vals = [v for e in b.entries for v in e.values.values() if v is not None and math.isfinite(v)]
+    lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["rank", "model", "weights", "mean", "best signal"])
+    head += "".join(f'<th class="sig">{html.escape(s)}</th>' for s in b.signals)
+    body = []
+    for rank, e in zip(_rank_labels(b.entries), b.entries):
+        cells = [rank, e.model, e.weights, _fmt(e.mean), e.best_signal or "—"]
+        tds = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+        for s in b.signals:
+            v = e.values.get(s)
+            ceil = e.ceilings.get(s)
+            tip = f"{s}: {_fmt(v, 4)}" + (f" (ceiling {_fmt(ceil, 4)})" if ceil is not None else "")
+            tds += f'<td class="num" style="background:{_color(v, lo, hi)}" title="{html.escape(tip)}">{_fmt(v)}</td>'
+        body.append(f"<tr>{tds}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def render_html(boards: list[Board], *, title: str = "Leaderboard") -> str:
+    sections = []
+    for b in boards:
+        headline = f"<p class='headline'>Headline: {html.escape(b.headline)}</p>" if b.headline else ""
+        sections.append(
+            f"<section><h2>{html.escape(b.metric)} on {html.escape(b.dataset)}</h2>{headline}"
+            f"<p>Models ranked by the mean of the headline value over {len(b.signals)} signal(s); "
+            f"cells shaded by value (hover for the noise ceiling).</p>{_svg_bars(b)}{_html_table(b)}</section>")
+    if not sections:
+        sections.append("<p>No scores in the store yet.</p>")
+    style = ("body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;"
+             "margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 6px}th.sig{writing-mode:"
+             "vertical-rl;transform:rotate(180deg);white-space:nowrap}td.num{text-align:right;font-variant-numeric:"
+             "tabular-nums}section{margin-bottom:2.5em}.headline{color:#555}")
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>\n")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_leaderboard(store: ResultsStore, headlines: dict[str, str] | None = None) -> tuple[list[Board], list[Path]]:
+    """Write the three leaderboard files into the store directory; return the boards and paths."""
+    rows = latest_rows(store)
+    boards = build_boards(rows, headlines)
+    directory = store.directory
+    csv_rows = render_csv_rows(rows)
+    import io
+
+    buf = io.StringIO()
+    fields = ["dataset", "metric", "signal", "rank", "model", "weights", "value", "ceiling", "ci_low", "ci_high",
+              "p_value", "best_layer", "weights_digest", "dataset_digest", "seconds", "cell_key"]
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(csv_rows)
+    paths = [directory / name for name in FILES]
+    _atomic_write(paths[0], buf.getvalue())
+    _atomic_write(paths[1], render_markdown(boards))
+    _atomic_write(paths[2], render_html(boards))
+    return boards, paths

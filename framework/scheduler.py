@@ -1,0 +1,508 @@
+"""Plan and execute a run: the cross product models × signals × metrics on one dataset.
+
+Stages, each done once and cached:
+
+1. load the dataset (the dataset plugin caches expensive generation);
+2. compute every requested signal in one pass per signal plugin
+   (``<store>/cache/responses/<key>.npz``);
+3. per model: extract activations once (``<store>/cache/activations/<key>/``,
+   one memory-mapped file per layer) and score every pending (signal, metric)
+   cell, writing each row to the results store as soon as it is computed.
+
+A failing cell is recorded with its error and the run goes on. Cells already
+in the store with status ``ok`` are skipped, so an interrupted run resumes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import framework
+from framework.config import RunConfig
+from framework.contracts import MetricPlugin, ModelPlugin, SignalPlugin, WeightsInfo
+from framework.errors import ConfigError, DataError, FrameworkError, did_you_mean, unknown_name_error
+from framework.registry import RANDOM_SUFFIX, Registry, load_registry
+from framework.store import Cell, ResultsStore
+from framework.target_io import load_target, save_target
+from framework.types import Activations, Dataset, Target, digest_of
+
+log = logging.getLogger("framework.scheduler")
+
+_PACKAGES = ("numpy", "scipy", "torch", "torchvision", "timm", "mne", "scikit-learn", "pluggy", "pydantic")
+
+
+def user_cache_dir() -> Path:
+    """Cache shared by all stores (generated datasets): ``$FRAMEWORK_CACHE_DIR`` or ``~/.cache/framework``."""
+    env = os.environ.get("FRAMEWORK_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "framework"
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "framework": framework.__version__}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Planning
+# --------------------------------------------------------------------------------------
+@dataclass
+class ModelChoice:
+    """One model of the run and how to build it."""
+
+    name: str                    # as the user wrote it, e.g. "alexnet:random"
+    weights: str                 # auto | pretrained | random
+    weights_file: Path | None
+    layers: list[str] | None
+    params: dict[str, Any]
+
+    def key_parts(self) -> dict[str, Any]:
+        wf = None
+        if self.weights_file is not None:
+            st = self.weights_file.stat() if self.weights_file.exists() else None
+            wf = [str(self.weights_file.resolve()), st.st_size if st else None, st.st_mtime_ns if st else None]
+        return {"model": self.name, "weights": self.weights, "weights_file": wf, "layers": self.layers,
+                "params": self.params}
+
+
+@dataclass
+class PlannedCell:
+    cell: Cell
+    model: ModelChoice
+    signal: str
+    metric: str
+
+
+@dataclass
+class Plan:
+    config: RunConfig
+    dataset: Dataset
+    models: list[ModelChoice]
+    signals: dict[str, SignalPlugin]          # signal name -> plugin that computes it
+    signal_plugin_names: dict[str, str]       # signal name -> plugin id
+    metrics: dict[str, MetricPlugin]
+    cells: list[PlannedCell]
+    notes: list[str] = field(default_factory=list)
+
+
+def load_dataset(config: RunConfig, registry: Registry) -> Dataset:
+    """Load the dataset named by ``config.dataset`` (registered name or TOML path)."""
+    name = config.dataset
+    cache_dir = user_cache_dir() / "datasets"
+    registered = registry.names("dataset")
+    looks_like_path = name.endswith(".toml") or os.sep in name or "/" in name or Path(name).exists()
+    if name in registered and name != "file":
+        dataset = registry.create("dataset", name, cache_dir=cache_dir).load()
+    elif looks_like_path:
+        path = Path(name)
+        if not path.is_file():
+            raise DataError(f"Dataset file '{path}' does not exist (option --dataset); give the path of a dataset "
+                            f"TOML file or one of: {', '.join(n for n in registered if n != 'file')}.")
+        dataset = registry.create("dataset", "file", path=path, cache_dir=cache_dir).load()
+    else:
+        raise unknown_name_error("dataset", name, [n for n in registered if n != "file"], option="--dataset")
+    return dataset
+
+
+def _expand(requested: list[str], available: list[str], kind: str, option: str) -> list[str]:
+    if requested == ["all"]:
+        return list(available)
+    out: list[str] = []
+    for name in requested:
+        if name == "all":
+            raise ConfigError(f"'all' cannot be combined with other names in {option}; give either 'all' or a list.")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def _resolve_signals(config: RunConfig, registry: Registry, dataset: Dataset
+                     ) -> tuple[dict[str, SignalPlugin], dict[str, str]]:
+    plugins: dict[str, SignalPlugin] = {}
+    owner: dict[str, str] = {}
+    offered: dict[str, SignalPlugin] = {}
+    for spec in registry.specs("signal"):
+        if spec.is_family:
+            continue
+        params = config.signal_params.get(spec.name, {})
+        plugin: SignalPlugin = spec.create(**params)
+        plugins[spec.name] = plugin
+        if dataset.kind not in plugin.accepts:
+            continue
+        for sname in plugin.names(dataset.kind):
+            if sname in offered:
+                raise ConfigError(f"Signal '{sname}' is offered by two plugins ('{owner[sname]}' and "
+                                  f"'{spec.name}'); uninstall one.")
+            offered[sname] = plugin
+            owner[sname] = spec.name
+    unknown_params = set(config.signal_params) - set(plugins)
+    if unknown_params:
+        bad = sorted(unknown_params)[0]
+        raise unknown_name_error("signal", bad, list(plugins), option="signal_params", error_cls=ConfigError)
+    if not offered:
+        raise ConfigError(f"No signal plugin can read a dataset of kind '{dataset.kind}' ('{dataset.name}').")
+    chosen: list[str] = []
+    if config.signals == ["all"]:
+        chosen = list(offered)
+    else:
+        for name in _expand(config.signals, list(offered), "signal", "--signals"):
+            if name in offered:
+                matches = [name]
+            elif name in plugins:  # a plugin id expands to all its signals
+                matches = [s for s, o in owner.items() if o == name]
+                if not matches:
+                    raise ConfigError(f"Signal plugin '{name}' offers nothing for a dataset of kind "
+                                      f"'{dataset.kind}'; choose from: {', '.join(offered)}.")
+            else:  # a band name expands to all its windows: "lowgamma" -> "lowgamma@..."
+                matches = [s for s in offered if s.split("@", 1)[0] == name]
+            if not matches:
+                raise unknown_name_error("signal", name, list(offered) + list(plugins), option="--signals")
+            chosen += [m for m in matches if m not in chosen]
+    return {s: offered[s] for s in chosen}, {s: owner[s] for s in chosen}
+
+
+def _resolve_metrics(config: RunConfig, registry: Registry, target_kind: str) -> tuple[dict[str, MetricPlugin],
+                                                                                      list[str]]:
+    names = _expand(config.metrics, registry.names("metric"), "metric", "--metrics")
+    for bad in set(config.metric_params) - set(registry.names("metric")):
+        raise unknown_name_error("metric", bad, registry.names("metric"), option="metric_params",
+                                 error_cls=ConfigError)
+    metrics: dict[str, MetricPlugin] = {}
+    notes: list[str] = []
+    for name in names:
+        spec, _ = registry.resolve("metric", name, option="--metrics")
+        plugin: MetricPlugin = spec.create(**config.metric_params.get(name, {}))
+        if target_kind not in plugin.accepts:
+            notes.append(f"metric '{name}' does not score {target_kind} data; skipped")
+            continue
+        metrics[name] = plugin
+    if not metrics:
+        raise ConfigError(f"None of the metrics {', '.join(names)} can score {target_kind} data; choose from "
+                          f"metrics that accept it (`framework list metrics`).")
+    return metrics, notes
+
+
+def _resolve_models(config: RunConfig, registry: Registry) -> list[ModelChoice]:
+    names = _expand(config.models, registry.names("model"), "model", "--models")
+    for name in names:
+        spec, _ = registry.resolve("model", name, option="--models")
+        if spec.is_family:
+            checker = getattr(spec.load_factory(), "check_name", None)
+            if checker is not None:
+                checker(name[: -len(RANDOM_SUFFIX)] if name.endswith(RANDOM_SUFFIX) else name)
+    for option, table in (("weights_files", config.weights_files), ("layers", config.layers),
+                          ("model_params", config.model_params)):
+        for key in table:
+            if key != "*" and key not in names:
+                raise ConfigError(f"{option} names model '{key}', which is not in this run's models "
+                                  f"({', '.join(names)}).{did_you_mean(key, names)}")
+    choices = []
+    for name in names:
+        weights = "random" if name.endswith(RANDOM_SUFFIX) else config.weights
+        wf = config.weights_files.get(name)
+        if wf is not None and not Path(wf).is_file():
+            raise DataError(f"Weights file '{wf}' for model '{name}' does not exist (option --weights-file); "
+                            "give the path of a .safetensors, .pt or .pth file.")
+        layers = config.layers.get(name, config.layers.get("*"))
+        choices.append(ModelChoice(name, weights, Path(wf) if wf else None, layers,
+                                   dict(config.model_params.get(name, {}))))
+    return choices
+
+
+def plan_run(config: RunConfig, registry: Registry | None = None) -> Plan:
+    """Check every name against the registry, load the dataset and list the cells to run."""
+    registry = registry or load_registry()
+    # Validate names that need no data first, so typos fail fast.
+    models = _resolve_models(config, registry)
+    dataset = load_dataset(config, registry)
+    signals, owners = _resolve_signals(config, registry, dataset)
+    target_kind = "rdms" if dataset.kind == "rdms" else "responses"
+    metrics, notes = _resolve_metrics(config, registry, target_kind)
+    cells = []
+    for model in models:
+        for sname, splugin in signals.items():
+            for mname, mplugin in metrics.items():
+                key = digest_of(
+                    "cell-v1", dataset.name, dataset.digest, model.key_parts(), config.reduction,
+                    {"signal": sname, "plugin": owners[sname], "params": splugin.parameters(sname),
+                     "version": splugin.version()},
+                    {"metric": mname, "params": mplugin.parameters(), "version": mplugin.version()},
+                    config.seed,
+                )
+                cells.append(PlannedCell(Cell(key, dataset.name, model.name, sname, mname), model, sname, mname))
+    return Plan(config, dataset, models, signals, owners, metrics, cells, notes)
+
+
+# --------------------------------------------------------------------------------------
+# Execution
+# --------------------------------------------------------------------------------------
+@dataclass
+class RunSummary:
+    run_id: str
+    n_cells: int
+    n_done: int = 0
+    n_skipped: int = 0
+    failures: list[tuple[Cell, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    signal_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.failures)
+
+
+class _Progress:
+    """tqdm progress bar on stderr when wanted, a no-op otherwise."""
+
+    def __init__(self, enabled: bool | None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+
+    def bar(self, total: int, desc: str, unit: str = "it"):
+        if not self.enabled:
+            return _NullBar()
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+class _NullBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _NullBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, FrameworkError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _align(activations: Activations, target: Target) -> Activations:
+    """Return activations whose rows follow ``target.stimulus_ids``."""
+    if tuple(target.stimulus_ids) == tuple(activations.stimulus_ids):
+        return activations
+    pos = {s: i for i, s in enumerate(activations.stimulus_ids)}
+    missing = [s for s in target.stimulus_ids if s not in pos]
+    if missing:
+        raise DataError(f"The signal has {len(missing)} stimuli the model never saw (first: {missing[:3]}); "
+                        "the dataset's stimulus list and its recordings disagree - fix the dataset's stimulus ids.")
+    idx = np.array([pos[s] for s in target.stimulus_ids])
+    return Activations({k: np.asarray(v)[idx] for k, v in activations.items()}, tuple(target.stimulus_ids),
+                       activations.info)
+
+
+class Scheduler:
+    """Executes a :class:`Plan` against a results store (local, in-process executor)."""
+
+    def __init__(self, plan: Plan, store: ResultsStore, *, progress: bool | None = None) -> None:
+        self.plan = plan
+        self.store = store
+        self.progress = _Progress(progress)
+        self.cache_root = store.directory / "cache"
+        self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self._versions = package_versions()
+
+    # -- signals ------------------------------------------------------------------------
+    def _signal_key(self, name: str) -> str:
+        plugin = self.plan.signals[name]
+        return digest_of("signal-v1", self.plan.dataset.digest, name, self.plan.signal_plugin_names[name],
+                         plugin.parameters(name), plugin.version())
+
+    def _compute_signals(self, names: set[str], summary: RunSummary) -> tuple[dict[str, Target], dict[str, str]]:
+        targets: dict[str, Target] = {}
+        errors: dict[str, str] = {}
+        todo: dict[int, tuple[SignalPlugin, list[str]]] = {}
+        for name in [n for n in self.plan.signals if n in names]:
+            path = self.cache_root / "responses" / f"{self._signal_key(name)}.npz"
+            if path.is_file():
+                try:
+                    targets[name] = load_target(path)
+                    continue
+                except Exception as exc:  # a corrupt cache entry is recomputed
+                    log.warning("Cached signal '%s' at %s is unreadable (%s); recomputing.", name, path, exc)
+            plugin = self.plan.signals[name]
+            todo.setdefault(id(plugin), (plugin, []))[1].append(name)
+        for plugin, group in todo.values():
+            log.info("Computing %d signal(s) with '%s' on '%s'...", len(group),
+                     self.plan.signal_plugin_names[group[0]], self.plan.dataset.name)
+            t0 = time.perf_counter()
+            try:
+                computed = plugin.compute(self.plan.dataset, group)
+            except Exception as exc:
+                text = _error_text(exc)
+                if not isinstance(exc, FrameworkError):
+                    log.debug("Signal failure:\n%s", traceback.format_exc())
+                for name in group:
+                    errors[name] = f"signal '{name}' failed: {text}"
+                continue
+            log.info("Signals computed in %.1f s.", time.perf_counter() - t0)
+            for name in group:
+                if name not in computed:
+                    errors[name] = f"signal plugin '{self.plan.signal_plugin_names[name]}' returned no '{name}'"
+                    continue
+                targets[name] = computed[name]
+                save_target(computed[name], self.cache_root / "responses" / f"{self._signal_key(name)}.npz")
+        for name, target in targets.items():
+            summary.signal_info[name] = dict(getattr(target, "info", {}) or {})
+        return targets, errors
+
+    # -- models -------------------------------------------------------------------------
+    def _activations(self, choice: ModelChoice) -> tuple[Activations, WeightsInfo, dict[str, Any]]:
+        from framework.activation_cache import ActivationCache
+
+        registry_model: ModelPlugin = self._registry.create(
+            "model", choice.name, **({"weights": choice.weights} if not choice.name.endswith(RANDOM_SUFFIX) else {}),
+            weights_file=choice.weights_file, seed=self.plan.config.seed, **choice.params)
+        layers = choice.layers or registry_model.default_layers()
+        known = registry_model.layers()
+        for layer in layers:
+            if layer not in known:
+                raise unknown_name_error("layer", layer, known, option=f"--layers for '{choice.name}'",
+                                         error_cls=ConfigError)
+        weights = registry_model.weights_info()
+        cache = ActivationCache(self.cache_root / "activations")
+        key = cache.key(choice.name, choice.params, weights, list(layers), registry_model.preprocessing(),
+                        self.plan.dataset.digest, self.plan.config.reduction)
+        info = {"activations_key": key, "layers": list(layers), "preprocessing": registry_model.preprocessing(),
+                "plugin_version": registry_model.version()}
+        cached = cache.get(key)
+        if cached is not None:
+            info["extraction"] = "cache"
+            return cached, weights, info
+        n = len(self.plan.dataset.stimuli)
+        t0 = time.perf_counter()
+        with self.progress.bar(n, f"{choice.name}: activations", unit="img") as bar:
+            acts = cache.extract(registry_model, self.plan.dataset.stimuli, list(layers), key=key,
+                                 batch_size=self.plan.config.batch_size, progress=bar.update,
+                                 reduction=self.plan.config.reduction)
+        info["extraction"] = f"{time.perf_counter() - t0:.2f} s"
+        log.info("Extracted %d layers of '%s' for %d stimuli in %s.", len(layers), choice.name, n, info["extraction"])
+        return acts, weights, info
+
+    # -- the run ------------------------------------------------------------------------
+    def execute(self, registry: Registry) -> RunSummary:
+        self._registry = registry
+        plan = self.plan
+        t_start = time.perf_counter()
+        done = self.store.done_keys()
+        pending = [c for c in plan.cells if c.cell.key not in done]
+        summary = RunSummary(self.run_id, len(plan.cells), n_skipped=len(plan.cells) - len(pending))
+        self.store.start_run(self.run_id, plan.config.model_dump(mode="json"))
+        if summary.n_skipped:
+            log.info("%d of %d cells already in the store; skipping them.", summary.n_skipped, len(plan.cells))
+        if not pending:
+            summary.seconds = time.perf_counter() - t_start
+            self.store.finish_run(self.run_id, n_done=0, n_failed=0, n_skipped=summary.n_skipped)
+            return summary
+
+        targets, signal_errors = self._compute_signals({c.signal for c in pending}, summary)
+        by_model: dict[str, list[PlannedCell]] = {}
+        for c in pending:
+            by_model.setdefault(c.model.name, []).append(c)
+
+        with self.progress.bar(len(pending), "cells", unit="cell") as cells_bar:
+            for model_name, cells in by_model.items():
+                choice = cells[0].model
+                try:
+                    acts, weights, model_info = self._activations(choice)
+                except Exception as exc:
+                    if not isinstance(exc, FrameworkError):
+                        log.debug("Model failure:\n%s", traceback.format_exc())
+                    text = f"model '{model_name}' failed: {_error_text(exc)}"
+                    log.error(text)
+                    for c in cells:
+                        self._fail(c, text, summary)
+                        cells_bar.update()
+                    continue
+                for c in cells:
+                    self._score_cell(c, acts, weights, model_info, targets, signal_errors, summary)
+                    cells_bar.update()
+                del acts
+        summary.seconds = time.perf_counter() - t_start
+        self.store.finish_run(self.run_id, n_done=summary.n_done, n_failed=summary.n_failed,
+                              n_skipped=summary.n_skipped)
+        return summary
+
+    def _fail(self, c: PlannedCell, text: str, summary: RunSummary, **kwargs: Any) -> None:
+        self.store.record_error(c.cell, text, run_id=self.run_id, **kwargs)
+        summary.failures.append((c.cell, text))
+
+    def _score_cell(self, c: PlannedCell, acts: Activations, weights: WeightsInfo, model_info: dict[str, Any],
+                    targets: dict[str, Target], signal_errors: dict[str, str], summary: RunSummary) -> None:
+        if c.signal in signal_errors:
+            self._fail(c, signal_errors[c.signal], summary, weights_source=weights.source,
+                       weights_label=weights.label)
+            return
+        target = targets[c.signal]
+        metric = self.plan.metrics[c.metric]
+        splugin = self.plan.signals[c.signal]
+        provenance = {
+            "run_id": self.run_id,
+            "dataset": {"name": self.plan.dataset.name, "digest": self.plan.dataset.digest,
+                        "kind": self.plan.dataset.kind, "n_stimuli": len(self.plan.dataset.stimuli)},
+            "model": {"name": c.model.name, "params": c.model.params, "weights_mode": c.model.weights,
+                      "weights_source": weights.source, "weights_label": weights.label,
+                      "weights_digest": weights.digest, "weights_seed": weights.seed, "weights_detail": weights.detail,
+                      "weights_file": str(c.model.weights_file) if c.model.weights_file else None,
+                      "reduction": self.plan.config.reduction, **model_info},
+            "signal": {"name": c.signal, "plugin": self.plan.signal_plugin_names[c.signal],
+                       "params": splugin.parameters(c.signal), "version": splugin.version(),
+                       "info": dict(getattr(target, "info", {}) or {})},
+            "metric": {"name": c.metric, "params": metric.parameters(), "version": metric.version()},
+            "seed": self.plan.config.seed,
+            "packages": self._versions,
+        }
+        started = time.time()
+        t0 = time.perf_counter()
+        try:
+            score = metric.score(_align(acts, target), target, seed=self.plan.config.seed)
+        except Exception as exc:
+            if not isinstance(exc, FrameworkError):
+                log.debug("Metric failure:\n%s", traceback.format_exc())
+            text = f"metric '{c.metric}' failed on {c.model.name} × {c.signal}: {_error_text(exc)}"
+            log.error(text)
+            self._fail(c, text, summary, weights_source=weights.source, weights_label=weights.label,
+                       provenance=provenance, started_at=started, seconds=time.perf_counter() - t0)
+            return
+        self.store.record_score(c.cell, score, run_id=self.run_id, weights_source=weights.source,
+                                weights_label=weights.label, provenance=provenance, started_at=started,
+                                seconds=time.perf_counter() - t0)
+        summary.n_done += 1
+
+
+def run(config: RunConfig, *, registry: Registry | None = None,
+        on_plan: Callable[[Plan], None] | None = None) -> RunSummary:
+    """Plan and execute ``config``; returns the run summary (the store holds the rows)."""
+    registry = registry or load_registry()
+    plan = plan_run(config, registry)
+    if on_plan is not None:
+        on_plan(plan)
+    with ResultsStore(config.store) as store:
+        return Scheduler(plan, store, progress=config.progress).execute(registry)
