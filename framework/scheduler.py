@@ -36,7 +36,7 @@ from framework.errors import ConfigError, DataError, FrameworkError, did_you_mea
 from framework.registry import RANDOM_SUFFIX, Registry, load_registry
 from framework.store import Cell, ResultsStore
 from framework.target_io import load_target, save_target
-from framework.types import Activations, Dataset, Target, digest_of
+from framework.types import Activations, Dataset, StimulusSet, Target, digest_of
 
 log = logging.getLogger("framework.scheduler")
 
@@ -233,6 +233,8 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> Plan:
     registry = registry or load_registry()
     # Validate names that need no data first, so typos fail fast.
     models = _resolve_models(config, registry)
+    for name in _expand(config.metrics, registry.names("metric"), "metric", "--metrics"):
+        registry.resolve("metric", name, option="--metrics")
     dataset = load_dataset(config, registry)
     signals, owners = _resolve_signals(config, registry, dataset)
     target_kind = "rdms" if dataset.kind == "rdms" else "responses"
@@ -304,18 +306,21 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _align(activations: Activations, target: Target) -> Activations:
-    """Return activations whose rows follow ``target.stimulus_ids``."""
+def _align(activations: Activations, target: Target, stimuli: StimulusSet) -> Activations:
+    """Activations whose rows follow ``target.stimulus_ids``, with the stimulus labels in ``info["labels"]``."""
+    info = dict(activations.info)
+    if stimuli.labels is not None:
+        label_of = dict(zip(stimuli.ids, stimuli.labels))
+        info["labels"] = [label_of.get(s) for s in target.stimulus_ids]
     if tuple(target.stimulus_ids) == tuple(activations.stimulus_ids):
-        return activations
+        return Activations(dict(activations.items()), activations.stimulus_ids, info)
     pos = {s: i for i, s in enumerate(activations.stimulus_ids)}
     missing = [s for s in target.stimulus_ids if s not in pos]
     if missing:
         raise DataError(f"The signal has {len(missing)} stimuli the model never saw (first: {missing[:3]}); "
                         "the dataset's stimulus list and its recordings disagree - fix the dataset's stimulus ids.")
     idx = np.array([pos[s] for s in target.stimulus_ids])
-    return Activations({k: np.asarray(v)[idx] for k, v in activations.items()}, tuple(target.stimulus_ids),
-                       activations.info)
+    return Activations({k: np.asarray(v)[idx] for k, v in activations.items()}, tuple(target.stimulus_ids), info)
 
 
 class Scheduler:
@@ -482,7 +487,7 @@ class Scheduler:
         started = time.time()
         t0 = time.perf_counter()
         try:
-            score = metric.score(_align(acts, target), target, seed=self.plan.config.seed)
+            score = metric.score(_align(acts, target, self.plan.dataset.stimuli), target, seed=self.plan.config.seed)
         except Exception as exc:
             if not isinstance(exc, FrameworkError):
                 log.debug("Metric failure:\n%s", traceback.format_exc())

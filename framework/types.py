@@ -276,7 +276,8 @@ class Dataset:
         Content digest of everything that defines the data (cache key part).
     epochs : mapping of subject -> zero-argument callable returning ``mne.BaseEpochs``
         Raw recordings, loaded one subject at a time. Each epochs object has
-        ``metadata["stimulus"]`` naming the stimulus id of every trial; its
+        ``metadata["stimulus"]`` naming the stimulus id of every trial (read it
+        with :func:`epochs_stimulus_ids`); its
         channels are named as in the site table (``sites.names`` is
         ``"<subject>/<channel>"``).
     sites : SiteTable, optional
@@ -378,3 +379,40 @@ class Score:
     details: dict[str, dict[str, list]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     higher_is_better: bool = True
+
+
+def epochs_stimulus_ids(epochs: Any, where: str = "<epochs>") -> list[str]:
+    """Stimulus id of every epoch, (n_epochs,) str — the ``Dataset.epochs`` contract.
+
+    Read from ``epochs.metadata["stimulus"]``: a pandas DataFrame, or the list of
+    per-epoch dicts MNE keeps when pandas is not installed. Without metadata, from
+    the events: the name in ``event_id`` of each epoch's event code.
+
+    Parameters
+    ----------
+    epochs : mne.BaseEpochs
+    where : str
+        The file or subject named in error messages.
+    """
+    from framework.errors import DataError, did_you_mean
+
+    md = getattr(epochs, "metadata", None)
+    if md is not None:
+        if hasattr(md, "columns"):
+            columns = [str(c) for c in md.columns]
+            values = list(md["stimulus"]) if "stimulus" in columns else None
+        else:
+            columns = sorted({str(k) for row in md for k in row})
+            values = [row["stimulus"] for row in md] if all("stimulus" in row for row in md) else None
+        if values is None:
+            raise DataError(f"Epochs of {where} have metadata without a 'stimulus' column (columns: "
+                            f"{columns[:10]}).{did_you_mean('stimulus', columns)} Add a 'stimulus' column naming "
+                            "the stimulus id of every epoch.")
+        return [str(v) for v in values]
+    inverse = {int(code): name for name, code in epochs.event_id.items()}
+    codes = epochs.events[:, 2]
+    missing = sorted({int(c) for c in codes} - set(inverse))
+    if missing:
+        raise DataError(f"Epochs of {where} have no metadata['stimulus'] and event codes {missing[:5]} have no "
+                        "name in event_id; set epochs.metadata to a table with a 'stimulus' column and save again.")
+    return [inverse[int(c)] for c in codes]

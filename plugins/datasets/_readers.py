@@ -1,0 +1,672 @@
+"""Readers behind :class:`plugins.datasets.files.FileDataset`.
+
+Each reader takes a path, checks what it reads, and raises one
+:class:`~framework.errors.DataError` naming the file, the item, what was
+expected and the fix. Nothing here knows about the dataset TOML layout.
+
+* :func:`read_stimulus_folder`, :func:`read_id_list`, :func:`read_labels` - stimuli;
+* :func:`read_sites_tsv` - a BIDS-iEEG-like electrode table;
+* :func:`read_epochs_header`, :class:`EpochsLoader` - MNE ``-epo.fif`` files;
+* :func:`read_responses_npz` - precomputed responses;
+* :func:`read_rdm_array`, :func:`to_rdm_stack` - precomputed RDMs (``.npz``, ``.npy``, ``.mat``);
+* :class:`FileHasher` - SHA-256 of files, cached by (path, size, mtime).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from framework.errors import DataError, did_you_mean
+from framework.types import epochs_stimulus_ids
+
+log = logging.getLogger("framework.datasets.files")
+
+#: File name endings read as stimulus images (lower case).
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+#: Suffixes stripped from an epochs file name to get the subject (first match wins).
+EPOCHS_SUFFIXES: tuple[str, ...] = ("-epo.fif.gz", "_epo.fif.gz", "-epo.fif", "_epo.fif", ".fif.gz", ".fif")
+#: Site TSV columns that must exist.
+SITE_COLUMNS: tuple[str, ...] = ("name", "subject", "area")
+#: Keys a responses ``.npz`` may hold; the first is required.
+RESPONSE_KEYS: tuple[str, ...] = ("responses", "repetitions", "stimulus_ids", "site_names", "site_areas",
+                                  "site_subjects", "site_coords")
+_MISSING = ("n/a", "na", "nan", "")
+#: MNE channel types that are recording sites; other channels (stim, misc, eog, ...) are ignored.
+SITE_CHANNEL_TYPES: tuple[str, ...] = ("seeg", "ecog", "eeg", "dbs")
+
+
+def _few(items: Sequence[Any], n: int = 5) -> str:
+    """``'a', 'b', 'c' (and 7 more)`` for error messages."""
+    shown = ", ".join(repr(str(i)) for i in list(items)[:n])
+    return shown + (f" (and {len(items) - n} more)" if len(items) > n else "")
+
+
+def _natural_key(text: str) -> list[Any]:
+    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", text)]
+
+
+def require_file(path: Path, what: str, *, source: Path | None = None, fix: str = "") -> Path:
+    """Return ``path`` if it is an existing file, else raise a DataError naming ``what``."""
+    if path.is_file():
+        return path
+    where = f" (referenced by '{source}')" if source else ""
+    state = "is a folder, not a file" if path.is_dir() else "does not exist"
+    fix = fix or "Fix the path (relative paths are resolved against the TOML file folder)."
+    raise DataError(f"{what} '{path}'{where} {state}. {fix}")
+
+
+# -- stimuli ---------------------------------------------------------------------------------------
+def read_stimulus_folder(folder: Path, ids: Sequence[str] | None = None, *,
+                         source: Path | None = None) -> tuple[tuple[str, ...], tuple[Path, ...]]:
+    """Find the stimulus images in ``folder``.
+
+    Parameters
+    ----------
+    folder : Path
+        Folder holding one image per stimulus (suffixes in :data:`IMAGE_SUFFIXES`).
+    ids : sequence of str, optional
+        Stimulus ids (file stems, or file names) in the wanted order. Default: the
+        stems of every image, sorted by file name.
+    source : Path, optional
+        The file that named the folder (for messages).
+
+    Returns
+    -------
+    ids : tuple of str, (n_stimuli,)
+    paths : tuple of Path, (n_stimuli,)
+    """
+    where = f" (referenced by '{source}')" if source else ""
+    if not folder.is_dir():
+        raise DataError(f"Stimulus folder '{folder}'{where} does not exist. Fix [stimuli] folder "
+                        "(relative paths are resolved against the TOML file folder).")
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    by_stem: dict[str, Path] = {}
+    for p in files:
+        if p.stem in by_stem:
+            raise DataError(f"Stimulus folder '{folder}' has two images with id '{p.stem}' "
+                            f"('{by_stem[p.stem].name}' and '{p.name}'); ids are file names without "
+                            "extension, so rename or remove one.")
+        by_stem[p.stem] = p
+    if not by_stem:
+        raise DataError(f"Stimulus folder '{folder}'{where} holds no images "
+                        f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))}). Put the stimulus images there.")
+    if ids is None:
+        stems = list(by_stem)
+        if stems != sorted(stems, key=_natural_key):
+            log.warning("Stimulus ids in '%s' are ordered by file name (%s, ...), which differs from numeric "
+                        "order; give [stimuli] ids to fix the order if that is not intended.",
+                        folder, ", ".join(stems[:3]))
+        return tuple(stems), tuple(by_stem[s] for s in stems)
+    by_name = {p.name: p for p in files}
+    out_ids: list[str] = []
+    for raw in ids:
+        sid = str(raw)
+        if sid not in by_stem and sid in by_name:
+            sid = by_name[sid].stem
+        out_ids.append(sid)
+    missing = [s for s in out_ids if s not in by_stem]
+    if missing:
+        hint = did_you_mean(missing[0], by_stem)
+        raise DataError(f"{len(missing)} stimulus id(s) of [stimuli] ids{where} have no image in '{folder}': "
+                        f"{_few(missing)}.{hint} Ids are image file names without extension; fix the id "
+                        "list or add the images.")
+    seen: set[str] = set()
+    dups = [s for s in out_ids if s in seen or seen.add(s)]  # type: ignore[func-returns-value]
+    if dups:
+        raise DataError(f"[stimuli] ids{where} lists {_few(sorted(set(dups)))} more than once; "
+                        "each stimulus must appear once.")
+    return tuple(out_ids), tuple(by_stem[s] for s in out_ids)
+
+
+def _text_lines(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"'{path}' is not UTF-8 text ({exc}); save it as UTF-8.") from None
+    return text.splitlines()
+
+
+def read_id_list(path: Path, *, source: Path | None = None) -> list[str]:
+    """Stimulus ids from a text file, one per line (blank lines and ``#`` comments skipped)."""
+    require_file(path, "Stimulus id list", source=source)
+    ids = [ln.strip() for ln in _text_lines(path)]
+    ids = [i for i in ids if i and not i.startswith("#")]
+    if not ids:
+        raise DataError(f"Stimulus id list '{path}' is empty; write one stimulus id per line.")
+    return ids
+
+
+def read_labels(path: Path, ids: Sequence[str], *, id_column: str | None = None,
+                label_column: str | None = None, source: Path | None = None) -> tuple[str, ...]:
+    """Category label of every stimulus.
+
+    Parameters
+    ----------
+    path : Path
+        Without ``id_column``: a headerless TSV ``id<TAB>category`` (a first row
+        ``id<TAB>...`` is skipped). With ``id_column``/``label_column``: a table with a
+        header row, comma-separated for ``.csv`` files, tab-separated otherwise.
+    ids : sequence of str, (n_stimuli,)
+        Stimulus ids; ids in the file may carry an image extension (``stim_01.png``).
+
+    Returns
+    -------
+    labels : tuple of str, (n_stimuli,)
+    """
+    require_file(path, "Stimulus labels file", source=source)
+    delimiter = "," if path.suffix.lower() == ".csv" else "\t"
+    rows = [r for r in csv.reader(_text_lines(path), delimiter=delimiter)
+            if r and any(c.strip() for c in r) and not r[0].startswith("#")]
+    wanted = set(ids)
+    if id_column is not None:
+        header = [c.strip() for c in rows[0]] if rows else []
+        for col in (id_column, label_column):
+            if col not in header:
+                raise DataError(f"Labels file '{path}' has no column '{col}'; columns found: "
+                                f"{_few(header, 20)}.{did_you_mean(str(col), header)} Fix [stimuli] labels.")
+        i_id, i_lab = header.index(id_column), header.index(str(label_column))
+        body = rows[1:]
+    else:
+        i_id, i_lab = 0, 1
+        body = rows
+        if body and body[0][0].strip().lower() in {"id", "stimulus", "stimulus_id", "name"} \
+                and body[0][0].strip() not in wanted:
+            body = body[1:]
+    mapping: dict[str, str] = {}
+    for lineno, row in enumerate(body, start=1):
+        if len(row) <= max(i_id, i_lab):
+            raise DataError(f"Labels file '{path}', row {lineno} ({row!r}) has {len(row)} column(s); "
+                            f"expected id{'<TAB>' if delimiter == chr(9) else ','}category.")
+        key = row[i_id].strip()
+        if key not in wanted:
+            key = Path(key).stem if Path(key).stem in wanted else key
+        mapping[key] = row[i_lab].strip()
+    missing = [s for s in ids if s not in mapping]
+    if missing:
+        raise DataError(f"Labels file '{path}' gives no label for {len(missing)} stimulus id(s): "
+                        f"{_few(missing)}. Add a row per stimulus.")
+    return tuple(mapping[s] for s in ids)
+
+
+# -- sites -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SiteRows:
+    """The rows of a sites TSV, keyed by (subject, channel name).
+
+    ``coords`` maps to an (3,) float64 array in mm (NaN where "n/a"), or is empty
+    when the file has no x, y, z columns.
+    """
+
+    areas: dict[tuple[str, str], str]
+    coords: dict[tuple[str, str], np.ndarray]
+    path: Path
+
+    def subjects(self) -> set[str]:
+        return {s for s, _ in self.areas}
+
+
+def read_sites_tsv(path: Path, *, source: Path | None = None) -> SiteRows:
+    """Read a BIDS-iEEG-like electrode table.
+
+    Columns ``name`` (channel name as in the recording), ``subject`` and ``area``
+    are required; ``x, y, z`` (mm, ``n/a`` allowed) are optional as a group;
+    other columns are ignored.
+    """
+    require_file(path, "Sites table", source=source)
+    lines = [ln for ln in _text_lines(path) if ln.strip() and not ln.startswith("#")]
+    rows = list(csv.reader(lines, delimiter="\t"))
+    if not rows:
+        raise DataError(f"Sites table '{path}' is empty; expected a header row with columns "
+                        f"{', '.join(SITE_COLUMNS)} (tab-separated).")
+    header = [c.strip() for c in rows[0]]
+    missing = [c for c in SITE_COLUMNS if c not in header]
+    if missing:
+        hint = did_you_mean(missing[0], header)
+        raise DataError(f"Sites table '{path}' lacks column(s) {', '.join(missing)}; columns found: "
+                        f"{_few(header, 20)}.{hint} It must be tab-separated with a header row "
+                        "name, subject, area (and optionally x, y, z).")
+    xyz = [c for c in ("x", "y", "z") if c in header]
+    if xyz and len(xyz) != 3:
+        raise DataError(f"Sites table '{path}' has coordinate column(s) {', '.join(xyz)} but not all of "
+                        "x, y, z; give all three (n/a when unknown) or none.")
+    col = {c: header.index(c) for c in (*SITE_COLUMNS, *xyz)}
+    areas: dict[tuple[str, str], str] = {}
+    coords: dict[tuple[str, str], np.ndarray] = {}
+    for lineno, row in enumerate(rows[1:], start=2):
+        if len(row) < len(header):
+            raise DataError(f"Sites table '{path}', row {lineno} has {len(row)} tab-separated fields; the "
+                            f"header has {len(header)}. Fill empty cells with n/a.")
+        key = (row[col["subject"]].strip(), row[col["name"]].strip())
+        if key in areas:
+            raise DataError(f"Sites table '{path}', row {lineno}: channel '{key[1]}' of subject '{key[0]}' "
+                            "appears twice; keep one row per channel.")
+        area = row[col["area"]].strip()
+        areas[key] = "n/a" if area.lower() in _MISSING else area
+        if xyz:
+            vals = []
+            for c in ("x", "y", "z"):
+                cell = row[col[c]].strip()
+                if cell.lower() in _MISSING:
+                    vals.append(np.nan)
+                    continue
+                try:
+                    vals.append(float(cell))
+                except ValueError:
+                    raise DataError(f"Sites table '{path}', row {lineno}, column {c}: {cell!r} is not a "
+                                    "number; write the coordinate in mm or n/a.") from None
+            coords[key] = np.array(vals, dtype=np.float64)
+    return SiteRows(areas, coords, path)
+
+
+# -- epochs ----------------------------------------------------------------------------------------
+def subject_from_filename(path: Path) -> str:
+    """``sub-01-epo.fif`` -> ``sub-01`` (strips :data:`EPOCHS_SUFFIXES`)."""
+    name = path.name
+    for suffix in EPOCHS_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+@dataclass(frozen=True)
+class EpochsHeader:
+    """What :func:`read_epochs_header` learns without reading the data."""
+
+    path: Path
+    ch_names: tuple[str, ...]
+    ch_types: tuple[str, ...]
+    bads: tuple[str, ...]
+    stimulus_ids: tuple[str, ...]
+    sfreq: float
+
+    @property
+    def good_channels(self) -> tuple[str, ...]:
+        """Channels that are recording sites: types in :data:`SITE_CHANNEL_TYPES`, not marked bad."""
+        return tuple(site_channels(self.ch_names, self.ch_types, self.bads))
+
+
+def _read_epochs(path: Path, *, preload: bool) -> Any:
+    import mne
+
+    try:
+        return mne.read_epochs(path, preload=preload, verbose="error")
+    except Exception as exc:  # MNE raises ValueError/OSError/KeyError for corrupt or non-epochs files
+        raise DataError(f"Epochs file '{path}' cannot be read by mne.read_epochs ({type(exc).__name__}: {exc}); "
+                        "it must be an MNE Epochs FIF file (epochs.save('...-epo.fif')).") from None
+
+
+def read_epochs_header(path: Path, *, source: Path | None = None) -> EpochsHeader:
+    """Channel names, bad channels and per-epoch stimulus ids, read with ``preload=False``."""
+    require_file(path, "Epochs file", source=source)
+    epochs = _read_epochs(path, preload=False)
+    return EpochsHeader(path=path, ch_names=tuple(epochs.ch_names),
+                        ch_types=tuple(epochs.get_channel_types()), bads=tuple(epochs.info["bads"]),
+                        stimulus_ids=tuple(epochs_stimulus_ids(epochs, f"file '{path}'")), sfreq=float(epochs.info["sfreq"]))
+
+
+def site_channels(ch_names: Sequence[str], ch_types: Sequence[str], bads: Sequence[str]) -> list[str]:
+    """Names of the good channels whose type is in :data:`SITE_CHANNEL_TYPES`, in file order."""
+    bad = set(bads)
+    return [c for c, t in zip(ch_names, ch_types) if t in SITE_CHANNEL_TYPES and c not in bad]
+
+
+def file_fingerprint(path: Path) -> tuple[int, int]:
+    """(size in bytes, modification time in ns)."""
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+@dataclass(frozen=True)
+class EpochsLoader:
+    """Zero-argument callable that reads one subject's epochs and checks them.
+
+    Picklable (plain fields), so it can travel to a distributed worker. On call
+    it reads the file with ``mne.read_epochs(preload=True)``, drops the channels
+    marked bad, and raises :class:`DataError` when the file changed since the
+    dataset was loaded or when a site channel (types :data:`SITE_CHANNEL_TYPES`)
+    holds NaN or is flat (constant). Other channels (stim, misc, ...) are kept
+    as they are.
+
+    Parameters
+    ----------
+    path : Path
+    subject : str
+    channels : tuple of str
+        The good site channels expected, in file order (the site table's order).
+    fingerprint : (int, int)
+        (size, mtime_ns) of the file when the dataset was loaded.
+    """
+
+    path: Path
+    subject: str
+    channels: tuple[str, ...]
+    fingerprint: tuple[int, int]
+
+    def __call__(self) -> Any:
+        if not self.path.is_file():
+            raise DataError(f"Epochs file '{self.path}' (subject '{self.subject}') disappeared after the dataset "
+                            "was loaded; restore it and run again.")
+        if file_fingerprint(self.path) != tuple(self.fingerprint):
+            raise DataError(f"Epochs file '{self.path}' (subject '{self.subject}') changed after the dataset was "
+                            "loaded (size or modification time differ), so the dataset digest is stale; "
+                            "load the dataset again.")
+        epochs = _read_epochs(self.path, preload=True)
+        if epochs.info["bads"]:
+            epochs.drop_channels(list(epochs.info["bads"]))
+        channels = site_channels(epochs.ch_names, epochs.get_channel_types(), ())
+        if tuple(channels) != tuple(self.channels):
+            raise DataError(f"Epochs file '{self.path}' now has site channels {_few(channels)}, expected "
+                            f"{_few(self.channels)}; load the dataset again.")
+        check_channels_finite(epochs.get_data(picks=channels), channels, self.path)
+        return epochs
+
+
+def check_channels_finite(data: np.ndarray, ch_names: Sequence[str], path: Path | str) -> None:
+    """Raise :class:`DataError` for channels with NaN/inf samples or a constant signal.
+
+    Parameters
+    ----------
+    data : ndarray, (n_epochs, n_channels, n_times)
+    ch_names : sequence of str, (n_channels,)
+    path : Path or str
+        The file the data came from (for the message).
+    """
+    fix = ("Mark it bad (epochs.info['bads'].append(name)) or drop it (epochs.drop_channels) "
+           "and save the file again.")
+    nonfinite = ~np.isfinite(data).all(axis=(0, 2))
+    if nonfinite.any():
+        bad = [ch_names[i] for i in np.flatnonzero(nonfinite)]
+        raise DataError(f"Epochs file '{path}': channel(s) {_few(bad)} contain NaN or infinite samples. {fix}")
+    if data.shape[0] and data.shape[2]:
+        flat = data.max(axis=(0, 2)) == data.min(axis=(0, 2))
+        if flat.any():
+            bad = [ch_names[i] for i in np.flatnonzero(flat)]
+            raise DataError(f"Epochs file '{path}': channel(s) {_few(bad)} are flat (the same value in every "
+                            f"sample of every epoch). {fix}")
+
+
+# -- arrays ----------------------------------------------------------------------------------------
+def _open_npz(path: Path) -> Any:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"'{path}' cannot be read by numpy.load ({type(exc).__name__}: {exc}); "
+                        "save it with numpy.savez.") from None
+
+
+def _npz_array(npz: Any, key: str, path: Path) -> np.ndarray:
+    try:
+        return npz[key]
+    except ValueError as exc:  # object arrays need pickle, which we never enable
+        raise DataError(f"'{path}', key '{key}' holds Python objects ({exc}); save strings as a fixed-width "
+                        "unicode array (np.asarray(values, dtype=str)) and numbers as a numeric array.") from None
+
+
+def read_responses_npz(path: Path, *, source: Path | None = None) -> dict[str, np.ndarray]:
+    """Read the arrays of a responses ``.npz`` (keys in :data:`RESPONSE_KEYS`).
+
+    Only checks key names; shapes are checked by the caller, which knows the
+    stimulus set.
+    """
+    require_file(path, "Responses file", source=source)
+    if path.suffix.lower() != ".npz":
+        raise DataError(f"Responses file '{path}' has suffix '{path.suffix}'; expected an .npz archive "
+                        "(numpy.savez(path, responses=..., site_names=..., site_areas=...)).")
+    opened = _open_npz(path)
+    if isinstance(opened, np.ndarray):
+        raise DataError(f"Responses file '{path}' is a single array, expected an .npz archive with keys "
+                        f"{', '.join(RESPONSE_KEYS)}; save it with numpy.savez(path, responses=..., ...).")
+    with opened as npz:
+        keys = list(npz.files)
+        unknown = [k for k in keys if k not in RESPONSE_KEYS]
+        if "responses" not in keys or unknown:
+            what = [] if "responses" in keys else ["no key 'responses'"]
+            what += [f"unknown key '{unknown[0]}'"] if unknown else []
+            hint = did_you_mean(unknown[0], RESPONSE_KEYS) if unknown else ""
+            raise DataError(f"Responses file '{path}' has {' and '.join(what)}; keys found: {_few(keys, 20)}; "
+                            f"allowed keys: {', '.join(RESPONSE_KEYS)} ('responses' required).{hint} "
+                            "Rename the arrays when saving.")
+        return {k: _npz_array(npz, k, path) for k in keys}
+
+
+def _mat_value(path: Path, key: str | None, field: str | None) -> np.ndarray:
+    import scipy.io
+
+    try:
+        names = [n for n, _shape, _cls in scipy.io.whosmat(path)]
+    except NotImplementedError:
+        raise DataError(f"'{path}' is a MATLAB v7.3 (HDF5) file, which scipy cannot read; re-save it in MATLAB "
+                        "with save(..., '-v7') or convert it to .npz.") from None
+    except Exception as exc:
+        raise DataError(f"'{path}' cannot be read as a MATLAB file ({type(exc).__name__}: {exc}).") from None
+    if key is None:
+        if len(names) != 1:
+            raise DataError(f"'{path}' holds {len(names)} variables ({_few(names, 20)}); say which with key = \"...\".")
+        key = names[0]
+    if key not in names:
+        raise DataError(f"'{path}' has no variable '{key}'; variables found: {_few(names, 20)}."
+                        f"{did_you_mean(key, names)} Fix the key.")
+    value = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False, variable_names=[key])[key]
+    structs = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value
+    is_struct = structs.dtype == object and structs.size and hasattr(structs.flat[0], "_fieldnames")
+    if field is None:
+        if is_struct:
+            fields = list(structs.flat[0]._fieldnames)
+            raise DataError(f"'{path}', variable '{key}' is a MATLAB struct with fields {_few(fields, 20)}; "
+                            "say which holds the RDMs with field = \"...\".")
+        return np.asarray(value)
+    if not is_struct:
+        raise DataError(f"'{path}', variable '{key}' is a plain array, not a struct, so field = '{field}' does "
+                        "not apply; remove field.")
+    fields = list(structs.flat[0]._fieldnames)
+    if field not in fields:
+        raise DataError(f"'{path}', variable '{key}' has no field '{field}'; fields found: {_few(fields, 20)}."
+                        f"{did_you_mean(field, fields)}")
+    parts = [np.asarray(getattr(s, field)) for s in structs.flat]
+    if len({p.shape for p in parts}) != 1:
+        raise DataError(f"'{path}', field '{key}.{field}' holds arrays of different shapes "
+                        f"({_few(sorted({str(p.shape) for p in parts}))}); every RDM must have the same shape.")
+    return np.stack(parts).reshape(structs.shape + parts[0].shape)
+
+
+def read_rdm_array(path: Path, *, key: str | None = None, field: str | None = None,
+                   source: Path | None = None) -> np.ndarray:
+    """Read the raw RDM array of one area from ``.npz``, ``.npy`` or ``.mat``.
+
+    Parameters
+    ----------
+    path : Path
+    key : str, optional
+        Array name in an ``.npz`` or variable in a ``.mat``; optional when the file
+        holds exactly one.
+    field : str, optional
+        For a MATLAB struct array: the field holding each RDM; the result stacks
+        them with the struct array's shape in front.
+    """
+    require_file(path, "RDM file", source=source)
+    suffix = path.suffix.lower()
+    if suffix not in {".npz", ".npy", ".mat"}:
+        raise DataError(f"RDM file '{path}' has suffix '{path.suffix}'; expected .npz, .npy or .mat "
+                        "(numpy.savez, numpy.save or MATLAB save). Convert the file.")
+    if suffix == ".mat":
+        return _mat_value(path, key, field)
+    if field is not None:
+        raise DataError(f"field = '{field}' only applies to MATLAB .mat files, not '{path}'; remove it.")
+    opened = _open_npz(path)
+    if isinstance(opened, np.ndarray):
+        if key is not None:
+            raise DataError(f"'{path}' holds a single array, so key = '{key}' does not apply; remove it.")
+        return opened
+    with opened as npz:
+        keys = list(npz.files)
+        if key is None:
+            if len(keys) != 1:
+                raise DataError(f"'{path}' holds {len(keys)} arrays ({_few(keys, 20)}); say which with key = \"...\".")
+            key = keys[0]
+        if key not in keys:
+            raise DataError(f"'{path}' has no key '{key}'; keys found: {_few(keys, 20)}.{did_you_mean(key, keys)} "
+                            "Fix the key.")
+        return _npz_array(npz, key, path)
+
+
+def to_rdm_stack(array: np.ndarray, n: int, *, what: str, index: int | Sequence[int] | None = None,
+                 mean_over: Sequence[int] = (), rtol: float = 1e-5) -> np.ndarray:
+    """Turn a stored RDM array into a checked ``(n_subjects, n, n)`` float64 stack.
+
+    Parameters
+    ----------
+    array : ndarray, (..., n, n) or (..., n * (n - 1) / 2)
+        Square RDMs or condensed upper triangles (row-major, as
+        ``scipy.spatial.distance.squareform``), with any leading axes.
+    n : int
+        Number of stimuli.
+    what : str
+        ``"'file.npz' key 'X' (area IT)"`` for messages.
+    index : int or sequence of int, optional
+        Keep only these entries of the first axis.
+    mean_over : sequence of int
+        Leading axes to average over (e.g. sessions), after ``index``.
+    rtol : float
+        Symmetry and zero-diagonal tolerance, relative to the largest |value|.
+
+    Returns
+    -------
+    rdms : ndarray, (n_subjects, n, n) float64
+        Exactly symmetric with an exactly zero diagonal; leading axes left after
+        ``mean_over`` are flattened (row-major) into subjects.
+    """
+    a = np.asarray(array)
+    if a.dtype.kind not in "fiub":
+        raise DataError(f"{what} has dtype {a.dtype}; expected numbers (float RDMs).")
+    if index is not None:
+        idx = np.atleast_1d(np.asarray(index))
+        if a.ndim < 1 or idx.dtype.kind not in "iu" or (idx < -a.shape[0]).any() or (idx >= a.shape[0]).any():
+            raise DataError(f"{what}: index {list(idx.tolist())} is out of range for its first axis of length "
+                            f"{a.shape[0] if a.ndim else 0} (shape {a.shape}); fix index.")
+        a = a[idx] if np.ndim(index) else a[int(idx[0])]
+    a = a.astype(np.float64)
+    m = n * (n - 1) // 2
+    if a.ndim >= 2 and a.shape[-2:] == (n, n):
+        square = a
+    elif a.ndim >= 1 and a.shape[-1] == m and m > 0:
+        square = np.zeros(a.shape[:-1] + (n, n))
+        iu = np.triu_indices(n, 1)
+        square[..., iu[0], iu[1]] = a
+        square += np.swapaxes(square, -1, -2)
+    else:
+        if a.ndim >= 2 and a.shape[-1] == a.shape[-2]:
+            got = f"{a.shape[-1]}x{a.shape[-1]} RDMs"
+        elif a.ndim >= 1 and _is_triangular(a.shape[-1]):
+            k = _triangular_n(a.shape[-1])
+            got = f"condensed upper triangles of {k}x{k} RDMs"
+        else:
+            raise DataError(f"{what} has shape {a.shape}, which is neither square RDMs (..., {n}, {n}) nor "
+                            f"condensed upper triangles (..., {m}); fix the file or the key.")
+        raise DataError(f"{what} has shape {a.shape} ({got}), but the stimulus set has {n} stimuli; the "
+                        f"RDM rows must follow the [stimuli] ids one to one (expected (n_subjects, {n}, {n}), "
+                        f"({n}, {n}) or condensed ({m},)). Fix [stimuli] folder/ids or the RDM file.")
+    lead = square.shape[:-2]
+    if not np.isfinite(square).all():
+        first = tuple(int(i) for i in np.argwhere(~np.isfinite(square))[0])
+        raise DataError(f"{what} contains NaN or infinite values (first at index {first}); RDMs must be complete.")
+    flat = square.reshape((-1, n, n))
+    tol = rtol * max(1.0, float(np.abs(flat).max(initial=0.0)))
+    asym = np.abs(flat - np.swapaxes(flat, 1, 2)).max(axis=(1, 2), initial=0.0)
+    diag = np.abs(np.diagonal(flat, axis1=1, axis2=2)).max(axis=1, initial=0.0)
+    for err, label in ((asym, "not symmetric (max |d[i,j] - d[j,i]|"), (diag, "diagonal not zero (max |d[i,i]|")):
+        if (err > tol).any():
+            i = int(np.argmax(err > tol))
+            pos = np.unravel_index(i, lead) if lead else ()
+            at = f" (RDM at index {tuple(int(p) for p in pos)})" if lead else ""
+            raise DataError(f"{what}{at} is {label} = {err[i]:.3g} > {tol:.3g}); expected a symmetric "
+                            "dissimilarity matrix with zeros on the diagonal. Fix the file (similarity "
+                            "matrices must be turned into dissimilarities first).")
+    flat = (flat + np.swapaxes(flat, 1, 2)) / 2.0
+    flat[:, np.arange(n), np.arange(n)] = 0.0
+    square = flat.reshape(lead + (n, n))
+    axes = sorted({int(x) for x in mean_over})
+    if axes:
+        if any(ax < 0 or ax >= len(lead) for ax in axes):
+            raise DataError(f"{what}: mean_over {axes} must name leading axes 0..{len(lead) - 1} of its "
+                            f"(..., {n}, {n}) stack (leading shape {lead}); fix mean_over.")
+        square = square.mean(axis=tuple(axes))
+    return np.ascontiguousarray(square.reshape((-1, n, n)))
+
+
+def _triangular_n(k: int) -> int:
+    return int(round((1 + np.sqrt(1 + 8 * k)) / 2))
+
+
+def _is_triangular(k: int) -> bool:
+    n = _triangular_n(k)
+    return k > 0 and n * (n - 1) // 2 == k
+
+
+# -- digests ---------------------------------------------------------------------------------------
+class FileHasher:
+    """SHA-256 of files, remembered by (absolute path, size, mtime_ns).
+
+    Parameters
+    ----------
+    cache_dir : Path, optional
+        Where ``file-digests.json`` lives; without it nothing is stored on disk.
+    """
+
+    FILENAME = "file-digests.json"
+    CHUNK = 1 << 20
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        self.cache_path = None if cache_dir is None else Path(cache_dir) / self.FILENAME
+        self._table: dict[str, list] = {}
+        self._dirty = False
+        if self.cache_path is not None and self.cache_path.is_file():
+            try:
+                loaded = json.loads(self.cache_path.read_text())
+                self._table = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError):
+                log.warning("Ignoring unreadable digest cache '%s'; it will be rewritten.", self.cache_path)
+        self.hashed = 0  # files actually read (for tests and logs)
+
+    def digest(self, path: Path) -> str:
+        """Hex SHA-256 of the bytes of ``path``."""
+        path = Path(path).resolve()
+        size, mtime = file_fingerprint(path)
+        entry = self._table.get(str(path))
+        if entry and entry[0] == size and entry[1] == mtime:
+            return str(entry[2])
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(self.CHUNK), b""):
+                h.update(chunk)
+        self.hashed += 1
+        self._table[str(path)] = [size, mtime, h.hexdigest()]
+        self._dirty = True
+        return h.hexdigest()
+
+    def save(self) -> None:
+        """Write the cache atomically (temporary file + rename) if anything changed."""
+        if self.cache_path is None or not self._dirty:
+            return
+        try:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".file-digests.", dir=self.cache_path.parent)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self._table, fh)
+            os.replace(tmp, self.cache_path)
+            self._dirty = False
+        except OSError as exc:
+            log.warning("Could not write digest cache '%s' (%s); digests will be recomputed next time.",
+                        self.cache_path, exc)

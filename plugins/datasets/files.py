@@ -1,0 +1,403 @@
+"""A dataset described by a TOML file: MNE epochs, precomputed responses or RDMs.
+
+The format is documented in ``docs/datasets.md``. Relative paths in the TOML
+are resolved against the TOML file's own folder. Everything that can be checked
+cheaply (file presence, keys, shapes, stimulus-id coverage from epochs
+metadata) is checked in :meth:`FileDataset.load`; the per-sample checks of
+epochs (NaN, flat channels) run when a subject's epochs are read.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from framework.contracts import DatasetPlugin
+from framework.errors import ConfigError, DataError, did_you_mean
+from framework.types import DEFAULT_AREA_ORDER, BrainRDMs, Dataset, Responses, SiteTable, StimulusSet, digest_of
+from framework.validation import check_option
+from plugins.datasets import _readers as rd
+
+log = logging.getLogger("framework.datasets.files")
+
+KINDS = ("epochs", "responses", "rdms")
+_SECTIONS = {"dataset": ("name", "description", "kind", "area_order"),
+             "stimuli": ("folder", "ids", "labels"),
+             "recordings": ("files", "sites"),
+             "responses": ("file",),
+             "rdms": ("distance",)}
+_RDM_ENTRY_KEYS = ("file", "key", "field", "index", "mean_over")
+_LABEL_KEYS = ("file", "id_column", "label_column")
+_few = rd._few
+
+
+class FileDataset(DatasetPlugin):
+    """Dataset read from a TOML description and the files it points at.
+
+    Parameters
+    ----------
+    path : str or Path
+        The dataset TOML file.
+    cache_dir : str or Path, optional
+        Folder for ``file-digests.json``, which remembers each referenced file's
+        SHA-256 by (path, size, mtime_ns) so big files are hashed once.
+
+    Examples
+    --------
+    >>> ds = FileDataset(path="datasets/algonauts2019-92.toml").load()  # doctest: +SKIP
+    >>> ds.kind, ds.rdms.rdms["IT"].shape  # doctest: +SKIP
+    ('rdms', (15, 92, 92))
+    """
+
+    plugin_version = "1"
+
+    def __init__(self, *, path: str | Path, cache_dir: str | Path | None = None) -> None:
+        if not isinstance(path, (str, os.PathLike)) or not str(path):
+            raise ConfigError(f"Dataset 'file' needs path = a dataset TOML file, got {path!r}; "
+                              "pass --dataset PATH/TO/dataset.toml.")
+        self.path = Path(path)
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+
+    # -- public ---------------------------------------------------------------------------------
+    def load(self) -> Dataset:
+        """Read and check the TOML and every file it references.
+
+        Returns
+        -------
+        Dataset
+            ``epochs`` (with ``sites``), ``responses`` or ``rdms`` set according to
+            ``[dataset] kind``; ``digest`` covers the TOML text and the bytes of
+            every referenced file.
+        """
+        raw, spec = self._read_toml()
+        self._files: list[tuple[str, Path]] = []  # (role, path) for the digest, in a fixed order
+        meta = self._table(spec, "dataset", required=True)
+        kind = meta.get("kind")
+        if kind is None:
+            raise ConfigError(f"'{self.path}': [dataset] lacks kind; set kind = \"epochs\", \"responses\" or \"rdms\".")
+        check_option(f"'{self.path}': [dataset] kind", kind, KINDS)
+        for section in spec:
+            if section in {"recordings", "responses", "rdms"} and section != {"epochs": "recordings"}.get(kind, kind):
+                raise ConfigError(f"'{self.path}': section [{section}] does not belong to a dataset of kind "
+                                  f"'{kind}'; remove it or change [dataset] kind.")
+        name = self._get(meta, "dataset", "name", str, default=self.path.stem)
+        description = self._get(meta, "dataset", "description", str, default="")
+        area_order_given = "area_order" in meta
+        area_order = tuple(self._get_str_list(meta, "dataset", "area_order", default=list(DEFAULT_AREA_ORDER)))
+
+        stimuli = self._stimuli(self._table(spec, "stimuli", required=True))
+        common: dict[str, Any] = {"name": name, "stimuli": stimuli, "description": description}
+        if kind == "epochs":
+            epochs, sites = self._epochs(self._table(spec, "recordings", required=True), stimuli)
+            common.update(epochs=epochs, sites=sites, area_order=area_order)
+        elif kind == "responses":
+            responses = self._responses(self._table(spec, "responses", required=True), stimuli, area_order)
+            common.update(responses=responses, area_order=area_order)
+        else:
+            rdms = self._rdms(self._table(spec, "rdms", required=True), stimuli,
+                              area_order if area_order_given else None)
+            common.update(rdms=rdms, area_order=rdms.area_order)
+        common["digest"] = self._digest(raw)
+        dataset = Dataset(**common)
+        log.info("Loaded dataset '%s' (%s, %d stimuli) from '%s'.", name, kind, len(stimuli), self.path)
+        return dataset
+
+    # -- TOML helpers ---------------------------------------------------------------------------
+    def _read_toml(self) -> tuple[bytes, dict[str, Any]]:
+        if not self.path.is_file():
+            state = "is a folder" if self.path.is_dir() else "does not exist"
+            raise DataError(f"Dataset file '{self.path}' {state}; pass the path of a dataset TOML file "
+                            "(see docs/datasets.md).")
+        raw = self.path.read_bytes()
+        try:
+            spec = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"Dataset file '{self.path}' is not UTF-8 text ({exc}); save it as UTF-8.") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"Dataset file '{self.path}' is not valid TOML: {exc}. Fix that line.") from None
+        self._check_keys(spec, tuple(_SECTIONS), "the top level (sections)")
+        return raw, spec
+
+    def _check_keys(self, table: dict[str, Any], allowed: Sequence[str], where: str) -> None:
+        for key in table:
+            if key not in allowed:
+                raise ConfigError(f"'{self.path}': unknown key '{key}' in {where}.{did_you_mean(key, allowed)} "
+                                  f"Allowed: {', '.join(allowed)}.")
+
+    def _table(self, spec: dict[str, Any], section: str, *, required: bool) -> dict[str, Any]:
+        table = spec.get(section)
+        if table is None:
+            if required:
+                raise ConfigError(f"'{self.path}' lacks the [{section}] section; add it (see docs/datasets.md).")
+            return {}
+        if not isinstance(table, dict):
+            raise ConfigError(f"'{self.path}': '{section}' must be a [{section}] table, got {table!r}.")
+        if section != "rdms":
+            self._check_keys(table, _SECTIONS[section], f"[{section}]")
+        return table
+
+    def _get(self, table: dict[str, Any], section: str, key: str, types: type | tuple[type, ...],
+             *, default: Any = None, required: bool = False) -> Any:
+        if key not in table:
+            if required:
+                raise ConfigError(f"'{self.path}': [{section}] lacks '{key}'; add it (see docs/datasets.md).")
+            return default
+        value = table[key]
+        allowed = types if isinstance(types, tuple) else (types,)
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            names = " or ".join({"str": "string", "dict": "table", "list": "list", "int": "integer"}.get(
+                t.__name__, t.__name__) for t in allowed)
+            raise ConfigError(f"'{self.path}': [{section}] {key} must be a {names}, got {value!r}.")
+        return value
+
+    def _get_str_list(self, table: dict[str, Any], section: str, key: str, *, default: list[str]) -> list[str]:
+        value = table.get(key, default)
+        if not isinstance(value, list) or not value or not all(isinstance(v, (str, int)) for v in value):
+            raise ConfigError(f"'{self.path}': [{section}] {key} must be a non-empty list of strings, got {value!r}.")
+        return [str(v) for v in value]
+
+    def _resolve(self, value: str) -> Path:
+        return Path(os.path.normpath(self.path.parent / value))
+
+    # -- stimuli --------------------------------------------------------------------------------
+    def _stimuli(self, table: dict[str, Any]) -> StimulusSet:
+        folder = self._resolve(self._get(table, "stimuli", "folder", str, required=True))
+        ids_value = self._get(table, "stimuli", "ids", (str, list))
+        ids: list[str] | None = None
+        if isinstance(ids_value, str):
+            ids_file = self._resolve(ids_value)
+            ids = rd.read_id_list(ids_file, source=self.path)
+            self._files.append(("stimulus-ids", ids_file))
+        elif ids_value is not None:
+            ids = self._get_str_list(table, "stimuli", "ids", default=[])
+        stim_ids, paths = rd.read_stimulus_folder(folder, ids, source=self.path)
+        self._files.extend(("stimulus", p) for p in paths)
+        labels = None
+        lab = self._get(table, "stimuli", "labels", (str, dict))
+        if isinstance(lab, str):
+            lab_file = self._resolve(lab)
+            labels = rd.read_labels(lab_file, stim_ids, source=self.path)
+            self._files.append(("labels", lab_file))
+        elif isinstance(lab, dict):
+            self._check_keys(lab, _LABEL_KEYS, "[stimuli] labels")
+            lab_file = self._resolve(self._get(lab, "stimuli.labels", "file", str, required=True))
+            id_col = self._get(lab, "stimuli.labels", "id_column", str, required=True)
+            label_col = self._get(lab, "stimuli.labels", "label_column", str, required=True)
+            labels = rd.read_labels(lab_file, stim_ids, id_column=id_col, label_column=label_col, source=self.path)
+            self._files.append(("labels", lab_file))
+        return StimulusSet(ids=stim_ids, paths=paths, labels=labels)
+
+    # -- epochs ---------------------------------------------------------------------------------
+    def _recording_files(self, table: dict[str, Any]) -> dict[str, Path]:
+        files = self._get(table, "recordings", "files", (str, dict), required=True)
+        if isinstance(files, dict):
+            out = {}
+            for subject, rel in files.items():
+                if not isinstance(rel, str):
+                    raise ConfigError(f"'{self.path}': [recordings] files.{subject} must be a file name, got {rel!r}.")
+                out[str(subject)] = rd.require_file(self._resolve(rel), f"Epochs file of subject '{subject}'",
+                                                    source=self.path)
+            if not out:
+                raise ConfigError(f"'{self.path}': [recordings] files is empty; map each subject to its -epo.fif file.")
+            return out
+        matches = sorted(p for p in self.path.parent.glob(files) if p.is_file())
+        if not matches:
+            raise DataError(f"'{self.path}': [recordings] files = '{files}' matches no file in "
+                            f"'{self.path.parent}'; fix the pattern (relative to the TOML file folder).")
+        out = {}
+        for p in matches:
+            subject = rd.subject_from_filename(p)
+            if subject in out:
+                raise DataError(f"'{self.path}': [recordings] files = '{files}' gives subject '{subject}' twice "
+                                f"('{out[subject].name}', '{p.name}'); map subjects to files explicitly.")
+            out[subject] = Path(os.path.normpath(p))
+        return out
+
+    def _epochs(self, table: dict[str, Any], stimuli: StimulusSet) -> tuple[dict[str, rd.EpochsLoader], SiteTable]:
+        files = self._recording_files(table)
+        sites_path = self._resolve(self._get(table, "recordings", "sites", str, required=True))
+        site_rows = rd.read_sites_tsv(sites_path, source=self.path)
+        known = set(stimuli.ids)
+        shown: set[str] = set()
+        loaders: dict[str, rd.EpochsLoader] = {}
+        names: list[str] = []
+        subjects: list[str] = []
+        areas: list[str] = []
+        coords: list[np.ndarray] = []
+        for subject, path in files.items():
+            header = rd.read_epochs_header(path, source=self.path)
+            good = header.good_channels
+            missing = [c for c in good if (subject, c) not in site_rows.areas]
+            if missing:
+                hint = "" if subject in site_rows.subjects() else (
+                    f" The sites table has no rows for subject '{subject}' at all (subjects there: "
+                    f"{_few(sorted(site_rows.subjects()))}).")
+                raise DataError(f"Epochs file '{path}' (subject '{subject}') has {len(missing)} channel(s) missing "
+                                f"from the sites table '{sites_path}': {_few(missing)}.{hint} Add a row "
+                                "(name, subject, area) per channel, or mark the channels bad in the file.")
+            unknown = sorted({s for s in header.stimulus_ids if s not in known}, key=rd._natural_key)
+            if unknown:
+                raise DataError(f"Epochs file '{path}' (subject '{subject}') names {len(unknown)} stimulus id(s) "
+                                f"not in the stimulus set: {_few(unknown)}.{did_you_mean(unknown[0], known)} "
+                                "metadata['stimulus'] must hold ids of [stimuli] (image file names without "
+                                "extension); fix the metadata or add the images.")
+            if not header.stimulus_ids:
+                raise DataError(f"Epochs file '{path}' (subject '{subject}') holds no epochs; remove it.")
+            if not good:
+                raise DataError(f"Epochs file '{path}' (subject '{subject}') has no good site channels (types "
+                                f"{', '.join(rd.SITE_CHANNEL_TYPES)}, not marked bad); set the channel types "
+                                "(epochs.set_channel_types) or remove the file from [recordings] files.")
+            shown.update(header.stimulus_ids)
+            loaders[subject] = rd.EpochsLoader(path=path, subject=subject, channels=good,
+                                               fingerprint=rd.file_fingerprint(path))
+            for ch in good:
+                names.append(f"{subject}/{ch}")
+                subjects.append(subject)
+                areas.append(site_rows.areas[(subject, ch)])
+                if site_rows.coords:
+                    coords.append(site_rows.coords[(subject, ch)])
+            self._files.append((f"epochs:{subject}", path))
+        never = [s for s in stimuli.ids if s not in shown]
+        if never:
+            raise DataError(f"{len(never)} stimulus id(s) of the stimulus set are never shown in any recording of "
+                            f"'{self.path}': {_few(never)}. Every stimulus needs at least one epoch: list only the "
+                            "shown stimuli in [stimuli] ids (or remove their images), or add the recordings.")
+        self._files.append(("sites", sites_path))
+        sites = SiteTable(tuple(names), tuple(subjects), tuple(areas),
+                          np.vstack(coords) if coords else None)
+        return loaders, sites
+
+    # -- responses ------------------------------------------------------------------------------
+    def _match_stimuli(self, file_ids: np.ndarray | None, n_rows: int, stimuli: StimulusSet,
+                       path: Path, what: str) -> np.ndarray:
+        """Row index putting the file's rows in stimulus-set order, (n_stimuli,) int64."""
+        n = len(stimuli)
+        if file_ids is None:
+            if n_rows != n:
+                raise DataError(f"{what} in '{path}' has {n_rows} stimulus rows but the stimulus set has {n} "
+                                "stimuli; store 'stimulus_ids' with the rows, or fix [stimuli] folder/ids.")
+            return np.arange(n)
+        ids = [str(s) for s in np.asarray(file_ids).reshape(-1)]
+        if len(ids) != n_rows:
+            raise DataError(f"'{path}': stimulus_ids has {len(ids)} entries but {what} has {n_rows} rows; "
+                            "give one id per row.")
+        if len(set(ids)) != len(ids):
+            raise DataError(f"'{path}': stimulus_ids has duplicates; give each row a unique stimulus id.")
+        pos = {s: i for i, s in enumerate(ids)}
+        extra = [s for s in ids if s not in set(stimuli.ids)]
+        if extra:
+            raise DataError(f"'{path}': {len(extra)} stimulus id(s) are not in the stimulus set: {_few(extra)}."
+                            f"{did_you_mean(extra[0], stimuli.ids)} Fix stimulus_ids or [stimuli].")
+        absent = [s for s in stimuli.ids if s not in pos]
+        if absent:
+            raise DataError(f"'{path}': {len(absent)} stimulus id(s) of the stimulus set have no row in {what}: "
+                            f"{_few(absent)}. List only these stimuli in [stimuli] ids, or add their rows.")
+        return np.array([pos[s] for s in stimuli.ids], dtype=np.int64)
+
+    def _responses(self, table: dict[str, Any], stimuli: StimulusSet, area_order: tuple[str, ...]) -> Responses:
+        path = self._resolve(self._get(table, "responses", "file", str, required=True))
+        arrays = rd.read_responses_npz(path, source=self.path)
+        self._files.append(("responses", path))
+        data = arrays["responses"]
+        if data.ndim != 2 or data.dtype.kind not in "fiu":
+            raise DataError(f"'{path}': 'responses' must be a numeric (n_stimuli, n_sites) array, got shape "
+                            f"{data.shape} dtype {data.dtype}.")
+        if not np.isfinite(data).all():
+            first = tuple(int(i) for i in np.argwhere(~np.isfinite(data))[0])
+            raise DataError(f"'{path}': 'responses' has NaN/inf values (first at (stimulus, site) = {first}); "
+                            "average over available repetitions or drop the site.")
+        n_rows, n_sites = data.shape
+        order = self._match_stimuli(arrays.get("stimulus_ids"), n_rows, stimuli, path, "'responses'")
+        site_cols = {}
+        for key in ("site_names", "site_areas", "site_subjects"):
+            if key not in arrays:
+                if key == "site_subjects":
+                    site_cols[key] = ("n/a",) * n_sites
+                    continue
+                raise DataError(f"Responses file '{path}' lacks key '{key}' (one entry per site, {n_sites}); "
+                                f"keys found: {_few(list(arrays), 20)}. Save it with numpy.savez.")
+            col = np.asarray(arrays[key]).reshape(-1)
+            if col.shape != (n_sites,):
+                raise DataError(f"'{path}': '{key}' has {col.size} entries, expected {n_sites} (one per site, the "
+                                "columns of 'responses').")
+            site_cols[key] = tuple(str(v) for v in col)
+        if len(set(site_cols["site_names"])) != n_sites:
+            raise DataError(f"'{path}': 'site_names' has duplicates; site names must be unique.")
+        coords = None
+        if "site_coords" in arrays:
+            coords = np.asarray(arrays["site_coords"], dtype=np.float64)
+            if coords.shape != (n_sites, 3):
+                raise DataError(f"'{path}': 'site_coords' must be (n_sites, 3) = ({n_sites}, 3) in mm, got "
+                                f"{coords.shape}.")
+        reps = None
+        if "repetitions" in arrays:
+            reps = np.asarray(arrays["repetitions"])
+            if reps.ndim != 3 or reps.shape[1:] != data.shape or reps.dtype.kind not in "fiu":
+                raise DataError(f"'{path}': 'repetitions' must be numeric (n_repetitions, {n_rows}, {n_sites}), "
+                                f"got shape {reps.shape} dtype {reps.dtype}.")
+            if np.isinf(reps).any():
+                raise DataError(f"'{path}': 'repetitions' has infinite values; use NaN for missing repetitions.")
+            reps = np.ascontiguousarray(reps[:, order], dtype=np.float32)
+        sites = SiteTable(site_cols["site_names"], site_cols["site_subjects"], site_cols["site_areas"], coords)
+        return Responses(data=np.ascontiguousarray(data[order], dtype=np.float32), sites=sites,
+                         stimulus_ids=stimuli.ids, repetitions=reps, area_order=area_order,
+                         info={"source": str(path)})
+
+    # -- rdms -----------------------------------------------------------------------------------
+    def _rdms(self, table: dict[str, Any], stimuli: StimulusSet, area_order: tuple[str, ...] | None) -> BrainRDMs:
+        distance = self._get(table, "rdms", "distance", str, default="correlation")
+        entries = {k: v for k, v in table.items() if k != "distance"}
+        if not entries:
+            raise ConfigError(f"'{self.path}': [rdms] names no area; add e.g. "
+                              'IT = {file = "it.npz", key = "rdms"}.')
+        n = len(stimuli)
+        rdms: dict[str, np.ndarray] = {}
+        for area, entry in entries.items():
+            sec = f"rdms.{area}"
+            if not isinstance(entry, dict):
+                raise ConfigError(f"'{self.path}': [rdms] {area} must be a table like {{file = \"x.npz\", key = "
+                                  f"\"rdms\"}}, got {entry!r}.{did_you_mean(area, ('distance',))}")
+            self._check_keys(entry, _RDM_ENTRY_KEYS, f"[rdms] {area}")
+            path = self._resolve(self._get(entry, sec, "file", str, required=True))
+            key = self._get(entry, sec, "key", str)
+            field = self._get(entry, sec, "field", str)
+            index = entry.get("index")
+            if index is not None and not (isinstance(index, int) and not isinstance(index, bool) or (
+                    isinstance(index, list) and index and all(isinstance(i, int) for i in index))):
+                raise ConfigError(f"'{self.path}': [{sec}] index must be an integer or a list of integers, "
+                                  f"got {index!r}.")
+            mean_over = entry.get("mean_over", [])
+            mean_over = [mean_over] if isinstance(mean_over, int) and not isinstance(mean_over, bool) else mean_over
+            if not isinstance(mean_over, list) or not all(isinstance(i, int) for i in mean_over):
+                raise ConfigError(f"'{self.path}': [{sec}] mean_over must be an integer or a list of integers "
+                                  f"(leading axes to average), got {entry.get('mean_over')!r}.")
+            array = rd.read_rdm_array(path, key=key, field=field, source=self.path)
+            what = (f"RDMs of area '{area}' ('{path}'" + (f", key {key!r}" if key else "")
+                    + (f", field {field!r}" if field else "") + ")")
+            rdms[area] = rd.to_rdm_stack(array, n, what=what, index=index, mean_over=mean_over)
+            self._files.append((f"rdms:{area}", path))
+        if area_order is None:
+            order = tuple(rdms)
+        else:
+            missing = [a for a in rdms if a not in area_order]
+            if missing:
+                raise ConfigError(f"'{self.path}': [dataset] area_order {list(area_order)} lacks area(s) "
+                                  f"{', '.join(missing)} of [rdms].{did_you_mean(missing[0], area_order)} "
+                                  "List every [rdms] area in area_order (or drop area_order to use the [rdms] order).")
+            order = tuple(a for a in area_order if a in rdms)
+        return BrainRDMs(rdms={a: rdms[a] for a in order}, stimulus_ids=stimuli.ids, area_order=order,
+                         distance=distance, info={"source": str(self.path),
+                                                  "n_subjects": {a: int(rdms[a].shape[0]) for a in order}})
+
+    # -- digest ---------------------------------------------------------------------------------
+    def _digest(self, raw: bytes) -> str:
+        hasher = rd.FileHasher(self.cache_dir)
+        base = self.path.parent
+        entries = [[role, Path(os.path.relpath(p, base)).as_posix(), hasher.digest(p)] for role, p in self._files]
+        hasher.save()
+        return digest_of("file-dataset", self.plugin_version, raw, entries)

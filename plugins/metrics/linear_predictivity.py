@@ -1,0 +1,452 @@
+"""Neural predictivity: cross-validated linear regression from a layer to every site.
+
+Procedure (one score per model and signal)
+-------------------------------------------
+1. Outer folds: ``n_splits`` seeded K folds of the stimuli (default 10, i.e.
+   90/10 splits where every stimulus is held out exactly once), stratified by
+   category when labels are known (``activations.info["labels"]``, else
+   ``target.info["labels"]``; ``stratify=False`` turns it off).
+2. For every layer and fold: features are z-scored with the training fold's
+   mean and standard deviation (``standardize=True``; constant features stay
+   0), then
+
+   * ``regression="ridge"``: ridge with an unpenalised intercept and one
+     penalty per site chosen from ``alphas`` on the training fold only, by
+     exact leave-one-out (``alpha_selection="gcv"``) or ``inner_splits``-fold
+     CV (``"inner-cv"``); one decomposition per fold serves the whole grid,
+     and layers wider than the training fold use the stimulus x stimulus
+     kernel, streamed in blocks of features (cost O(n^2 p + n^3));
+   * ``regression="pls"``: ``sklearn.cross_decomposition.PLSRegression(
+     n_components=pls_components, scale=False)`` fitted on all sites jointly
+     (Brain-Score's regression; set ``standardize=False`` for strict parity).
+
+3. Pearson r per site between the held-out predictions and responses of each
+   fold; a site's r is the mean over folds (as Brain-Score: per-split r, then
+   mean). A layer's curve value in an area is the median over the area's sites.
+4. Best layer, chosen without peeking: in every outer fold the layer of each
+   area is the one whose *training-fold* out-of-sample predictions (LOO or
+   inner-CV predictions at the chosen penalties; inner CV for PLS) have the
+   highest median r over the area's sites. The area's score is the median over
+   its sites of the mean over folds of the held-out r of the layer chosen in
+   each fold. With pure-noise targets it is therefore ~0, not the maximum of
+   noisy curve values.
+5. Noise ceiling, when ``target.repetitions`` exists: split-half reliability
+   per site, ``ceiling_splits`` seeded random splits, Spearman-Brown corrected
+   (see :mod:`plugins.metrics._ceiling`); an area's ceiling is the median over
+   its sites; ``ceiled = raw / area ceiling`` (Brain-Score's convention; the
+   attainable r of a perfect model is sqrt(ceiling), so ceiled values may
+   exceed 1).
+
+Headline
+--------
+``Score.value`` is the mean, over the areas of ``target.area_order`` that have
+sites (all areas but ``"n/a"`` when none has), of the area's best-layer score
+(raw r, so it means the same with and without repetitions). ``Score.ceiling``
+is the mean of those areas' ceilings; ``summary["value_ceiled"]`` the mean of
+their ceiled scores. Areas outside ``area_order`` are scored in the details but
+not in the headline.
+
+Details tables: ``layer_area`` (the per-layer curve: ``layer, layer_index,
+area, n_sites, r, ceiling, r_ceiled``), ``layer_site`` (``layer, layer_index,
+site, area, r, alpha, ceiling``; ``alpha`` is the geometric mean over folds),
+``area`` (``area, n_sites, best_layer, best_layer_index, best_layer_agreement,
+r, ceiling, r_ceiled, in_headline``; ``best_layer`` is the most frequent
+per-fold choice and ``agreement`` its fraction of folds) and ``fold_area``
+(``fold, area, layer, layer_index, train_r, test_r``). Missing values are None.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any, ClassVar
+
+import numpy as np
+
+from framework.contracts import MetricPlugin
+from framework.errors import ConfigError, DataError
+from framework.types import Activations, Responses, Score, Target
+from framework.validation import check_array, check_option
+from plugins.metrics._ceiling import split_half_reliability
+from plugins.metrics._ridge import DEFAULT_ALPHAS, check_alphas, fit_predict
+from plugins.metrics._splits import kfold_splits
+
+log = logging.getLogger("framework.metrics.linear_predictivity")
+
+#: Feature columns converted to float64 at once when building Gram matrices of wide layers.
+_FEATURE_BLOCK = 4096
+
+
+# -- helpers shared with the cka metric ------------------------------------------------------
+def align_activations(activations: Activations, stimulus_ids: tuple[str, ...]) -> np.ndarray | None:
+    """Row order that puts activations in the target's stimulus order.
+
+    Returns None when the orders already agree, else an int64 index array
+    (n_stimuli,); raises :class:`DataError` when the stimulus sets differ.
+    """
+    ids = tuple(activations.stimulus_ids)
+    if ids == tuple(stimulus_ids):
+        return None
+    pos = {s: i for i, s in enumerate(ids)}
+    missing = [s for s in stimulus_ids if s not in pos]
+    if missing or len(ids) != len(stimulus_ids):
+        raise DataError(f"Activations cover {len(ids)} stimuli, responses {len(stimulus_ids)}; "
+                        f"{len(missing)} response stimuli have no activations (first: {missing[:3]}). "
+                        "Extract activations for the dataset the signal was computed on.")
+    return np.array([pos[s] for s in stimulus_ids], dtype=np.int64)
+
+
+def area_groups(target: Responses) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """Sites of each area and the areas that enter a headline.
+
+    Returns
+    -------
+    groups : dict of str to ndarray of int64
+        Site indices per area; areas of ``target.area_order`` first (in that
+        order), then the others in order of first appearance.
+    headline : tuple of str
+        Areas of ``target.area_order`` that have sites; if none, every area but
+        ``"n/a"`` (every area if that leaves none).
+    """
+    areas = np.asarray(target.sites.areas, dtype=object)
+    present = list(dict.fromkeys(target.sites.areas))
+    ordered = [a for a in target.area_order if a in present] + [a for a in present if a not in target.area_order]
+    groups = {a: np.flatnonzero(areas == a).astype(np.int64) for a in ordered}
+    headline = tuple(a for a in target.area_order if a in present)
+    if not headline:
+        headline = tuple(a for a in ordered if a != "n/a") or tuple(ordered)
+    return groups, headline
+
+
+def pearson_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r between matching columns, float64.
+
+    Parameters
+    ----------
+    a, b : ndarray, (n_stimuli, n_sites)
+
+    Returns
+    -------
+    ndarray, (n_sites,) float64
+        NaN where a column has zero variance.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    n = a.shape[0]
+    tol = 1e3 * np.finfo(np.float64).eps
+    ac = a - a.mean(axis=0)
+    bc = b - b.mean(axis=0)
+    ssa = np.einsum("ij,ij->j", ac, ac)
+    ssb = np.einsum("ij,ij->j", bc, bc)
+    # a column is constant when its sd is at rounding level relative to its magnitude
+    const = (np.sqrt(ssa / n) <= tol * np.abs(a).max(axis=0)) | (np.sqrt(ssb / n) <= tol * np.abs(b).max(axis=0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.einsum("ij,ij->j", ac, bc) / np.sqrt(ssa * ssb)
+    r[const] = np.nan
+    return r
+
+
+def _nan_stat(fn, x: np.ndarray, axis: int) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return fn(x, axis=axis)
+
+
+def _none(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"Invalid value {value!r} for linear-predictivity: {name}; expected an integer >= {minimum}.")
+    return int(value)
+
+
+def _standardized(x: np.ndarray, train: np.ndarray, standardize: bool) -> np.ndarray:
+    """Float64 copy of ``x`` (n_stimuli, n_block) centred (and scaled) by training-row statistics."""
+    xb = np.asarray(x, dtype=np.float64)
+    mean = xb[train].mean(axis=0)
+    xb = xb - mean
+    if standardize:
+        sd = xb[train].std(axis=0)
+        sd[sd <= np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)] = 1.0
+        xb /= sd
+    return xb
+
+
+class LinearPredictivityMetric(MetricPlugin):
+    """Cross-validated linear predictivity of every site from every layer (Brain-Score style).
+
+    Parameters
+    ----------
+    n_splits : int, default 10
+        Outer K-fold folds (each held-out fold ~1/K of the stimuli).
+    regression : {"ridge", "pls"}, default "ridge"
+    alphas : sequence of float, default ``np.logspace(-3, 6, 19)``
+        Ridge penalty grid (features are z-scored, so penalties are in units of
+        one unit-variance feature). ``summary["alpha_at_lower_edge_fraction"]``
+        and ``["alpha_at_upper_edge_fraction"]`` tell how often the grid's ends
+        were chosen (upper end: sites the layer cannot predict, or a layer so wide
+        that it needs a larger penalty; then extend the grid).
+    alpha_selection : {"gcv", "inner-cv"}, default "gcv"
+        Exact leave-one-out, or ``inner_splits``-fold CV on the training fold.
+    inner_splits : int, default 5
+        Inner folds for ``"inner-cv"`` and for ranking layers with PLS.
+    pls_components : int, default 25
+        PLS components (capped at n_train - 1 and the number of non-constant features).
+    standardize : bool, default True
+        z-score features with training-fold statistics (always centred).
+    stratify : bool, default True
+        Stratify folds by stimulus category when labels are known.
+    ceiling_splits : int, default 10
+        Random split-halves averaged for the noise ceiling.
+
+    See the module docstring for the exact procedure and the headline.
+    """
+
+    accepts: ClassVar[frozenset[str]] = frozenset({"responses"})
+    higher_is_better: ClassVar[bool] = True
+    headline: ClassVar[str] = ("Mean over visual areas of the median held-out Pearson r over sites of the best layer "
+                               "(chosen on training folds); raw r, ceiling reported alongside")
+    plugin_version = "1"
+
+    def __init__(self, *, n_splits: int = 10, regression: str = "ridge", alphas: Any = None,
+                 alpha_selection: str = "gcv", inner_splits: int = 5, pls_components: int = 25,
+                 standardize: bool = True, stratify: bool = True, ceiling_splits: int = 10) -> None:
+        self.n_splits = _check_int("n_splits", n_splits, 2)
+        self.regression = check_option("linear-predictivity: regression", regression, ["ridge", "pls"])
+        self.alphas = DEFAULT_ALPHAS.copy() if alphas is None else check_alphas(alphas, "linear-predictivity: alphas")
+        self.alpha_selection = check_option("linear-predictivity: alpha_selection", alpha_selection,
+                                            ["gcv", "inner-cv"])
+        self.inner_splits = _check_int("inner_splits", inner_splits, 2)
+        self.pls_components = _check_int("pls_components", pls_components, 1)
+        self.standardize = bool(check_option("linear-predictivity: standardize", standardize, [True, False]))
+        self.stratify = bool(check_option("linear-predictivity: stratify", stratify, [True, False]))
+        self.ceiling_splits = _check_int("ceiling_splits", ceiling_splits, 1)
+
+    def parameters(self) -> dict[str, Any]:
+        return {"n_splits": self.n_splits, "regression": self.regression,
+                "alphas": [float(a) for a in self.alphas], "alpha_selection": self.alpha_selection,
+                "inner_splits": self.inner_splits, "pls_components": self.pls_components,
+                "standardize": self.standardize, "stratify": self.stratify,
+                "ceiling_splits": self.ceiling_splits}
+
+    # -- one layer ---------------------------------------------------------------------------
+    def _layer(self, x: np.ndarray, y: np.ndarray, splits: list, labels: np.ndarray | None,
+               seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Held-out and training-fold r per fold and site, and the chosen penalties.
+
+        Returns r_test, r_train, alpha, each (n_folds, n_sites) float64 (alpha NaN for PLS).
+        """
+        n_folds, n_sites = len(splits), y.shape[1]
+        r_test = np.empty((n_folds, n_sites))
+        r_train = np.empty((n_folds, n_sites))
+        alpha = np.full((n_folds, n_sites), np.nan)
+        p = x.shape[1]
+        for f, (train, test) in enumerate(splits):  # K folds; each vectorised over sites
+            inner_seed = seed + 1 + f
+            fold_labels = None if labels is None else labels[train]
+            if self.regression == "ridge" and p > train.size:
+                k_train = np.zeros((train.size, train.size))
+                k_test = np.zeros((test.size, train.size))
+                for start in range(0, p, _FEATURE_BLOCK):  # wide layer: stream feature blocks
+                    xb = _standardized(x[:, start:start + _FEATURE_BLOCK], train, self.standardize)
+                    xt = xb[train]
+                    k_train += xt @ xt.T
+                    k_test += xb[test] @ xt.T
+                res = fit_predict(k_train, y[train], k_test, alphas=self.alphas, selection=self.alpha_selection,
+                                  inner_splits=self.inner_splits, seed=inner_seed, labels=fold_labels,
+                                  precomputed=True)
+            else:
+                xs = _standardized(x, train, self.standardize)
+                if self.regression == "ridge":
+                    res = fit_predict(xs[train], y[train], xs[test], alphas=self.alphas,
+                                      selection=self.alpha_selection, inner_splits=self.inner_splits,
+                                      seed=inner_seed, labels=fold_labels, method="svd")
+                else:
+                    pred_test = self._pls(xs[train], y[train], xs[test])
+                    inner, _ = kfold_splits(train.size, n_splits=self.inner_splits, seed=inner_seed,
+                                            labels=fold_labels, name="inner_splits")
+                    pred_train = np.empty((train.size, n_sites))
+                    xtr, ytr = xs[train], y[train]
+                    for itr, ite in inner:
+                        pred_train[ite] = self._pls(xtr[itr], ytr[itr], xtr[ite])
+                    r_test[f] = pearson_columns(pred_test, y[test])
+                    r_train[f] = pearson_columns(pred_train, y[train])
+                    continue
+            r_test[f] = pearson_columns(res.test_predictions, y[test])
+            r_train[f] = pearson_columns(res.train_predictions, y[train])
+            alpha[f] = res.alpha
+        return r_test, r_train, alpha
+
+    def _pls(self, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+        from sklearn.cross_decomposition import PLSRegression
+
+        # components beyond the rank are degenerate: cap at n_train - 1 and the non-constant features
+        spread = x_train.max(axis=0) - x_train.min(axis=0)
+        n_varying = int((spread > 1e3 * np.finfo(np.float64).eps * np.abs(x_train).max(axis=0)).sum())
+        n_comp = max(1, min(self.pls_components, x_train.shape[0] - 1, n_varying))
+        model = PLSRegression(n_components=n_comp, scale=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # constant targets / exhausted components warn
+            model.fit(x_train, y_train)
+            return np.asarray(model.predict(x_test), dtype=np.float64).reshape(x_test.shape[0], -1)
+
+    # -- the score ----------------------------------------------------------------------------
+    def score(self, activations: Activations, target: Target, *, seed: int = 0) -> Score:
+        """Score every layer against every site; see the module docstring."""
+        if not isinstance(target, Responses):
+            raise DataError(f"The linear-predictivity metric scores responses (n_stimuli, n_sites), got "
+                            f"{type(target).__name__}; use a signal that produces responses.")
+        if len(activations) == 0:
+            raise DataError("Activations have no layers; extract at least one layer.")
+        order = align_activations(activations, target.stimulus_ids)
+        y = check_array(target.data, "responses", ndim=2, dtype=np.float64,
+                        fix="Responses must be finite; fix the signal or drop the sites.")
+        n, n_sites = y.shape
+        labels = self._labels(activations, target, order, n)
+        splits, stratified = kfold_splits(n, n_splits=self.n_splits, seed=seed, labels=labels)
+        if min(tr.size for tr, _ in splits) < 4:
+            raise DataError(f"Training folds of {min(tr.size for tr, _ in splits)} stimuli are too small; "
+                            f"use more stimuli or fewer folds (n_splits={self.n_splits}).")
+        groups, headline_areas = area_groups(target)
+        ceiling = None
+        if target.repetitions is not None:
+            ceiling = split_half_reliability(target.repetitions, n_splits=self.ceiling_splits, seed=seed).ceiling
+
+        layers = activations.layers
+        n_layers, n_folds = len(layers), len(splits)
+        r_test = np.empty((n_layers, n_folds, n_sites))
+        r_train = np.empty((n_layers, n_folds, n_sites))
+        alphas = np.empty((n_layers, n_folds, n_sites))
+        for li, (layer, arr) in enumerate(activations.items()):
+            x = arr if order is None else arr[order]
+            if not np.isfinite(np.asarray(x).sum(axis=0, dtype=np.float64)).all():
+                raise DataError(f"Layer '{layer}' has NaN/inf activations; re-extract it (clear the cache).")
+            r_test[li], r_train[li], alphas[li] = self._layer(x, y, splits, labels, seed)
+            log.debug("linear-predictivity: layer %s done", layer)
+        return self._assemble(layers, target, groups, headline_areas, r_test, r_train, alphas, ceiling,
+                              stratified, n)
+
+    def _labels(self, activations: Activations, target: Responses, order: np.ndarray | None,
+                n: int) -> np.ndarray | None:
+        if not self.stratify:
+            return None
+        labels = activations.info.get("labels")
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != (n,):
+                raise DataError(f"activations.info['labels'] has shape {labels.shape}; expected ({n},), one "
+                                "category per stimulus. Fix the activations' labels.")
+            return labels if order is None else labels[order]
+        labels = target.info.get("labels")
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != (n,):
+                raise DataError(f"responses.info['labels'] has shape {labels.shape}; expected ({n},), one "
+                                "category per stimulus. Fix the signal's labels.")
+        return labels
+
+    def _assemble(self, layers: tuple[str, ...], target: Responses, groups: dict[str, np.ndarray],
+                  headline_areas: tuple[str, ...], r_test: np.ndarray, r_train: np.ndarray,
+                  alphas: np.ndarray, ceiling: np.ndarray | None, stratified: bool, n: int) -> Score:
+        n_layers, n_folds, n_sites = r_test.shape
+        site_r = _nan_stat(np.nanmean, r_test, 1)  # (L, J)
+        area_names = list(groups)
+        area_ceiling = {a: (float(_nan_stat(np.nanmedian, ceiling[idx], 0)) if ceiling is not None else np.nan)
+                        for a, idx in groups.items()}
+
+        def ceiled(value: float, area: str) -> float:
+            c = area_ceiling[area]
+            return value / c if np.isfinite(c) and c > 0 else np.nan
+
+        curve: dict[str, list] = {k: [] for k in ("layer", "layer_index", "area", "n_sites", "r", "ceiling",
+                                                  "r_ceiled")}
+        for li, layer in enumerate(layers):
+            for a, idx in groups.items():
+                value = float(_nan_stat(np.nanmedian, site_r[li, idx], 0))
+                curve["layer"].append(layer)
+                curve["layer_index"].append(li)
+                curve["area"].append(a)
+                curve["n_sites"].append(int(idx.size))
+                curve["r"].append(_none(value))
+                curve["ceiling"].append(_none(area_ceiling[a]))
+                curve["r_ceiled"].append(_none(ceiled(value, a)))
+
+        site_table: dict[str, list] = {k: [] for k in ("layer", "layer_index", "site", "area", "r", "alpha",
+                                                       "ceiling")}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            geo_alpha = np.exp(np.nanmean(np.log(alphas), axis=1))  # (L, J); NaN for PLS
+        for li, layer in enumerate(layers):
+            site_table["layer"].extend([layer] * n_sites)
+            site_table["layer_index"].extend([li] * n_sites)
+            site_table["site"].extend(target.sites.names)
+            site_table["area"].extend(target.sites.areas)
+            site_table["r"].extend(_none(v) for v in site_r[li])
+            site_table["alpha"].extend(_none(v) for v in geo_alpha[li])
+            site_table["ceiling"].extend([None] * n_sites if ceiling is None else [_none(v) for v in ceiling])
+
+        area_table: dict[str, list] = {k: [] for k in ("area", "n_sites", "best_layer", "best_layer_index",
+                                                       "best_layer_agreement", "r", "ceiling", "r_ceiled",
+                                                       "in_headline")}
+        fold_table: dict[str, list] = {k: [] for k in ("fold", "area", "layer", "layer_index", "train_r",
+                                                       "test_r")}
+        folds = np.arange(n_folds)
+        for a, idx in groups.items():
+            train_med = _nan_stat(np.nanmedian, r_train[:, :, idx], 2)  # (L, F)
+            test_med = _nan_stat(np.nanmedian, r_test[:, :, idx], 2)  # (L, F)
+            filled = np.where(np.isfinite(train_med), train_med, -np.inf)
+            best = np.argmax(filled, axis=0)  # (F,) first layer on ties
+            chosen = r_test[best, folds][:, idx]  # (F, n_sites_in_area)
+            value = float(_nan_stat(np.nanmedian, _nan_stat(np.nanmean, chosen, 0), 0))
+            counts = np.bincount(best, minlength=n_layers)
+            mode = int(np.argmax(counts))
+            area_table["area"].append(a)
+            area_table["n_sites"].append(int(idx.size))
+            area_table["best_layer"].append(layers[mode])
+            area_table["best_layer_index"].append(mode)
+            area_table["best_layer_agreement"].append(float(counts[mode] / n_folds))
+            area_table["r"].append(_none(value))
+            area_table["ceiling"].append(_none(area_ceiling[a]))
+            area_table["r_ceiled"].append(_none(ceiled(value, a)))
+            area_table["in_headline"].append(a in headline_areas)
+            for f in folds:
+                fold_table["fold"].append(int(f))
+                fold_table["area"].append(a)
+                fold_table["layer"].append(layers[best[f]])
+                fold_table["layer_index"].append(int(best[f]))
+                fold_table["train_r"].append(_none(train_med[best[f], f]))
+                fold_table["test_r"].append(_none(test_med[best[f], f]))
+
+        pos = {a: i for i, a in enumerate(area_table["area"])}
+        raw = np.array([np.nan if area_table["r"][pos[a]] is None else area_table["r"][pos[a]]
+                        for a in headline_areas])
+        value = float(np.nanmean(raw)) if np.isfinite(raw).any() else float("nan")
+        summary: dict[str, Any] = {
+            "regression": self.regression, "n_splits": n_folds, "stratified": stratified,
+            "n_stimuli": int(n), "n_sites": int(n_sites), "headline_areas": list(headline_areas),
+            "best_layer": {a: area_table["best_layer"][pos[a]] for a in area_names},
+            "ceiling_available": ceiling is not None,
+        }
+        score_ceiling = None
+        if ceiling is not None:
+            ceils = np.array([area_ceiling[a] for a in headline_areas])
+            score_ceiling = _none(float(np.nanmean(ceils)) if np.isfinite(ceils).any() else np.nan)
+            ratios = np.array([ceiled(r, a) for r, a in zip(raw, headline_areas)])
+            summary["value_ceiled"] = _none(float(np.nanmean(ratios)) if np.isfinite(ratios).any() else np.nan)
+        if self.regression == "ridge":
+            low = float((alphas <= self.alphas.min()).mean())
+            high = float((alphas >= self.alphas.max()).mean())
+            summary["alpha_selection"] = self.alpha_selection
+            summary["alpha_at_lower_edge_fraction"] = low
+            summary["alpha_at_upper_edge_fraction"] = high
+            if low > 0.25:
+                log.warning("linear-predictivity: %.0f%% of chosen penalties are the smallest of the grid (%g); "
+                            "extend `alphas` downwards.", 100 * low, self.alphas.min())
+            if high > 0.5:  # expected for unpredictable sites (a constant prediction is best)
+                log.info("linear-predictivity: %.0f%% of chosen penalties are the largest of the grid (%g).",
+                         100 * high, self.alphas.max())
+        return Score(value=value, ceiling=score_ceiling,
+                     details={"layer_area": curve, "layer_site": site_table, "area": area_table,
+                              "fold_area": fold_table},
+                     summary=summary, higher_is_better=True)

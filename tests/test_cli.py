@@ -1,0 +1,116 @@
+"""The `framework` command end to end: errors, exit codes, interruption and resume."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TESTS
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(ROOT), env.get("PYTHONPATH", "")])
+    env.update(extra)
+    return env
+
+
+def _framework(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "framework.cli", *args], capture_output=True, text=True,
+                          env=env or _env(), timeout=timeout, cwd=ROOT)
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("framework: error: ")
+    return lines[0]
+
+
+def test_unknown_model_is_one_line_with_suggestion(tmp_path):
+    line = _one_error_line(_framework("run", "--models", "alexnett", "--store", str(tmp_path)))
+    assert "Unknown model 'alexnett'" in line and "Did you mean 'alexnet'" in line
+
+
+def test_unknown_metric_and_signal(tmp_path):
+    line = _one_error_line(_framework("run", "--models", "alexnet", "--metrics", "rsq", "--store", str(tmp_path)))
+    assert "Unknown metric 'rsq'" in line and "'rsa'" in line
+
+
+def test_missing_dataset_path(tmp_path):
+    line = _one_error_line(_framework("run", "--dataset", str(tmp_path / "missing.toml"), "--store", str(tmp_path)))
+    assert "missing.toml' does not exist" in line
+
+
+@pytest.mark.parametrize("content, match", [
+    ("models = [alexnet\n", "not valid TOML"),
+    ('modles = "alexnet"\n', "unknown field 'modles'"),
+    ("batch_size = -4\n", "batch_size"),
+])
+def test_bad_config_file(tmp_path, content, match):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(content)
+    line = _one_error_line(_framework("run", "--config", str(cfg)))
+    assert match in line and "run.toml" in line
+
+
+def test_leaderboard_without_store(tmp_path):
+    line = _one_error_line(_framework("leaderboard", "--store", str(tmp_path / "none")))
+    assert "No results store" in line
+
+
+def test_run_with_fake_plugins_writes_leaderboard(tmp_path):
+    env = _env(FRAMEWORK_PLUGINS="fake_plugins")
+    proc = _framework("run", "--dataset", "fake-responses", "--models", "fake-net,fake-broken", "--metrics",
+                      "fake-corr", "--store", str(tmp_path), env=env)
+    assert proc.returncode == 1, proc.stderr          # some cells failed
+    assert "2 of 4 cell(s) failed" in proc.stderr and "simulated failure" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "fake-net" in proc.stdout and "random init" in proc.stdout
+    for name in ("leaderboard.csv", "leaderboard.md", "leaderboard.html"):
+        assert (tmp_path / name).is_file()
+    proc = _framework("leaderboard", "--store", str(tmp_path), env=env)
+    assert proc.returncode == 0 and "fake-corr on fake-responses" in proc.stdout
+
+
+def _count(db: Path) -> int:
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return conn.execute("select count(*) from scores where status='ok'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_recomputing_or_duplicating(tmp_path):
+    env = _env(FRAMEWORK_PLUGINS="fake_plugins")
+    args = ["run", "--dataset", "fake-responses", "--models", "fake-net,fake-net2", "--metrics", "fake-corr",
+            "--metric-param", "fake-corr.sleep=0.7", "--store", str(tmp_path), "--no-progress"]
+    db = tmp_path / "results.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "framework.cli", *args], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while _count(db) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(db) as conn:
+        before = dict(conn.execute("select cell_key, finished_at from scores where status='ok'").fetchall())
+    assert 2 <= len(before) < 4, "the run should have been killed mid-way"
+
+    done = _framework(*args, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(before)} skipped" in done.stderr
+    with sqlite3.connect(db) as conn:
+        after = dict(conn.execute("select cell_key, finished_at from scores where status='ok'").fetchall())
+        total = conn.execute("select count(*) from scores").fetchone()[0]
+    assert total == 4 and len(after) == 4
+    assert all(after[k] == v for k, v in before.items())     # finished cells were not recomputed

@@ -1,0 +1,89 @@
+"""Results store (atomic rows, no duplicates) and leaderboard rendering."""
+from __future__ import annotations
+
+import csv
+import math
+import re
+import sqlite3
+
+import pytest
+
+from framework.errors import DataError
+from framework.leaderboard import build_boards, latest_rows, render_terminal, write_leaderboard
+from framework.store import Cell, ResultsStore
+from framework.types import Score
+
+
+def _record(store, model, signal, value, *, metric="m", source="pretrained", higher=True, key=None):
+    cell = Cell(key or f"{model}-{signal}-{metric}-{source}", "ds", model, signal, metric)
+    store.record_score(cell, Score(value, ceiling=0.8, higher_is_better=higher, summary={"best_layer": "fc6"}),
+                       run_id="r1", weights_source=source, weights_label="random init (seed 0)" if source == "random"
+                       else "ImageNet", provenance={"model": {"weights_digest": "abc"}}, started_at=0.0,
+                       seconds=0.1)
+
+
+def test_rows_are_keyed_and_replaced_not_duplicated(tmp_path):
+    with ResultsStore(tmp_path) as store:
+        _record(store, "a", "s1", 0.1, key="k1")
+        _record(store, "a", "s1", 0.3, key="k1")
+        store.record_error(Cell("k2", "ds", "b", "s1", "m"), "boom", run_id="r1")
+        assert store.count() == 2
+        assert store.done_keys() == {"k1"}
+        assert store.status("k2") == "error"
+        rows = list(store.rows(status="ok"))
+        assert rows[0]["value"] == 0.3 and rows[0]["summary"] == {"best_layer": "fc6"}
+
+
+def test_nan_values_are_stored_as_null(tmp_path):
+    with ResultsStore(tmp_path) as store:
+        _record(store, "a", "s1", math.nan)
+        row = next(store.rows())
+        assert row["value"] is None and row["status"] == "ok"
+
+
+def test_corrupt_database_is_a_clear_error(tmp_path):
+    (tmp_path / "results.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(DataError, match="not a usable SQLite file"):
+        ResultsStore(tmp_path)
+
+
+def test_ranking_uses_mean_over_signals_and_direction(tmp_path):
+    with ResultsStore(tmp_path) as store:
+        _record(store, "a", "lowgamma@50-250", 0.5)
+        _record(store, "a", "theta@50-250", 0.1)     # mean 0.3
+        _record(store, "b", "lowgamma@50-250", 0.4)
+        _record(store, "b", "theta@50-250", 0.4)     # mean 0.4
+        _record(store, "c", "lowgamma@50-250", 0.9, source="random")
+        boards = build_boards(latest_rows(store))
+    (board,) = boards
+    assert [e.model for e in board.entries] == ["c", "b", "a"]
+    assert board.signals == ["theta@50-250", "lowgamma@50-250"]   # band order, not alphabetical
+    assert board.entries[0].weights == "random init"
+    assert board.entries[2].best_signal == "lowgamma@50-250"
+    text = render_terminal(boards)
+    assert re.search(r"^1\s+c\s+random init\s+0\.900", text, re.M)
+
+    with ResultsStore(tmp_path / "low") as store:
+        _record(store, "x", "s", 2.0, higher=False)
+        _record(store, "y", "s", 1.0, higher=False)
+        (board,) = build_boards(latest_rows(store))
+    assert [e.model for e in board.entries] == ["y", "x"]
+
+
+def test_leaderboard_files(tmp_path):
+    with ResultsStore(tmp_path) as store:
+        _record(store, "a", "lowgamma@50-250", 0.5)
+        _record(store, "b", "lowgamma@50-250", 0.7)
+        boards, paths = write_leaderboard(store, {"m": "the headline"})
+    names = sorted(p.name for p in paths)
+    assert names == ["leaderboard.csv", "leaderboard.html", "leaderboard.md"]
+    rows = list(csv.DictReader(open(tmp_path / "leaderboard.csv")))
+    assert [(r["model"], r["rank"]) for r in rows] == [("b", "1"), ("a", "2")]
+    assert rows[0]["best_layer"] == "fc6" and rows[0]["ceiling"] == "0.8"
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "| 1 | b |" in md and "the headline" in md
+    page = (tmp_path / "leaderboard.html").read_text()
+    assert "<svg" in page and "<table>" in page
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)   # self-contained
+    # the database itself stays readable by plain sqlite3
+    assert sqlite3.connect(tmp_path / "results.sqlite").execute("select count(*) from scores").fetchone()[0] == 2
