@@ -1,4 +1,14 @@
-"""Permutation test against a plain loop over the same permutations."""
+"""Permutation test against a plain loop over the same permutations.
+
+The reference loops permute the *layer* RDM: permutation ``pi`` of
+:func:`draw_permutations` (defined on the site RDM's stimulus labels) is applied
+as ``pi^-1`` to the layer's square RDM, ``L[np.ix_(pi^-1, pi^-1)]``, and the
+statistic is recomputed from scratch with SciPy (re-ranking for Spearman). This
+gives exactly ``stat(site permuted by pi, layer)`` (checked below), so counts
+must match the fast test exactly. The fast test computes in float32 and counts
+``null >= observed - tie_tolerance(n_pairs)``; the references count with the same
+rule on their float64 values (so exact ties, e.g. the identity, count in both).
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -6,13 +16,15 @@ import pytest
 import scipy.stats
 
 from framework.errors import ConfigError, DataError
-from plugins.metrics import _rdm
+from plugins.metrics import _permutation, _rdm
 from plugins.metrics._permutation import (
     draw_permutations,
     fdr_bh,
+    inverse_permutations,
     min_exceedances_to_stop,
     pair_gather_index,
     permutation_test,
+    tie_tolerance,
 )
 
 N_STIM = 12
@@ -30,21 +42,27 @@ def _data(seed: int = 0, n_sites: int = 4, n_layers: int = 3, planted: bool = Tr
 
 
 def _loop_counts(layers, resp, perms, stat, alternative="greater"):
-    """The straightforward test: permute each site RDM's stimuli, correlate, count."""
-    iu, ju = np.triu_indices(N_STIM, 1)
+    """The straightforward test: permute each layer RDM's stimuli by pi^-1, correlate with SciPy, count."""
+    n = resp.shape[0]
+    iu, ju = np.triu_indices(n, 1)
+    tol = tie_tolerance(iu.size)
     obs = np.zeros((resp.shape[1], layers.shape[1]))
     count = np.zeros(obs.shape, dtype=int)
-    for s in range(resp.shape[1]):
-        d = np.abs(resp[:, s][:, None] - resp[:, s][None, :])
-        for l in range(layers.shape[1]):
-            obs[s, l] = stat(d[iu, ju], layers[:, l])
-            for p in perms:
-                dp = d[np.ix_(p, p)]
-                null = stat(dp[iu, ju], layers[:, l])
+    inv = inverse_permutations(perms)
+    for l in range(layers.shape[1]):
+        square = scipy.spatial.distance.squareform(layers[:, l])
+        permuted = [square[np.ix_(q, q)][iu, ju] for q in inv]
+        for s in range(resp.shape[1]):
+            site = np.abs(resp[:, s][:, None] - resp[:, s][None, :])[iu, ju]
+            obs[s, l] = stat(site, layers[:, l])
+            for lp in permuted:
+                null = stat(site, lp)
                 if alternative == "greater":
-                    count[s, l] += null >= obs[s, l]
+                    count[s, l] += null >= obs[s, l] - tol
+                elif alternative == "less":
+                    count[s, l] += null <= obs[s, l] + tol
                 else:
-                    count[s, l] += abs(null) >= abs(obs[s, l])
+                    count[s, l] += abs(null) >= abs(obs[s, l]) - tol
     return obs, count
 
 
@@ -74,29 +92,86 @@ def test_pair_gather_index_is_permuted_upper_triangle() -> None:
         np.testing.assert_array_equal(d[g[k]], _rdm.upper(square[np.ix_(p, p)]))
 
 
+def test_permuting_the_layer_by_the_inverse_equals_permuting_the_site() -> None:
+    layers, resp = _data(n_sites=2, n_layers=1)
+    iu, ju = np.triu_indices(N_STIM, 1)
+    site = np.abs(resp[:, 1][:, None] - resp[:, 1][None, :])
+    layer = scipy.spatial.distance.squareform(layers[:, 0])
+    perms = draw_permutations(3, N_STIM, 10)
+    for p, q in zip(perms, inverse_permutations(perms)):
+        np.testing.assert_array_equal(np.sort(np.argsort(p)), np.arange(N_STIM))
+        np.testing.assert_array_equal(q, np.argsort(p))
+        a = _spearman(site[np.ix_(p, p)][iu, ju], layer[iu, ju])
+        b = _spearman(site[iu, ju], layer[np.ix_(q, q)][iu, ju])
+        assert a == pytest.approx(b, abs=1e-14)
+
+
+def test_tie_tolerance() -> None:
+    eps = np.finfo(np.float32).eps
+    assert tie_tolerance(66) == pytest.approx(4 * eps * np.sqrt(66))
+    # far below the spacing of Spearman values at 12 stimuli (ranks are half-integers: 0.25 / (66^3 / 12))
+    assert tie_tolerance(66) < 0.5 * 0.25 / (66 ** 3 / 12)
+
+
 @pytest.mark.parametrize("comparison,stat", [("spearman", _spearman), ("pearson", _pearson)])
-@pytest.mark.parametrize("alternative", ["greater", "two-sided"])
+@pytest.mark.parametrize("alternative", ["greater", "two-sided", "less"])
 def test_matches_plain_loop_exactly(comparison, stat, alternative) -> None:
     layers, resp = _data(n_sites=3, n_layers=2)
     n_perm = 120
+    perms = draw_permutations(7, N_STIM, n_perm)
+    perms[[5, 77]] = np.arange(N_STIM)          # the identity is a tie and counts, in both
     res = permutation_test(_rdm.prepare(layers, comparison), _rdm.prepare(_rdm.site_rdms(resp), comparison),
-                           N_STIM, n_permutations=n_perm, seed=7, alternative=alternative, early_stopping=False)
-    obs, count = _loop_counts(layers, resp, draw_permutations(7, N_STIM, n_perm), stat, alternative)
+                           N_STIM, perms=perms, alternative=alternative, early_stopping=False)
+    obs, count = _loop_counts(layers, resp, perms, stat, alternative)
     np.testing.assert_allclose(res.observed, obs, atol=1e-12)
     np.testing.assert_array_equal(res.n_exceed, count)
+    assert (count >= 2).all()
     np.testing.assert_array_equal(res.n_used, n_perm)
     np.testing.assert_array_equal(res.p, (1 + count) / (1 + n_perm))
+    if alternative == "greater":
+        assert res.p[0, 0] < 0.05 and (res.p > 0.05).sum() >= 3     # planted cell significant, not all cells
 
 
-def test_batching_does_not_change_results() -> None:
+def test_matches_float64_reference_at_40_stimuli() -> None:
+    """More pairs (780), sites and permutations; reference: re-rank every permuted layer RDM in float64."""
+    n, n_perm = 40, 300
+    rng = np.random.default_rng(21)
+    feats = rng.normal(size=(3, n, 5))
+    layers = np.column_stack([_rdm.rdm(f) for f in feats])
+    resp = rng.normal(size=(n, 30))
+    resp[:, :6] += feats[0][:, :1] * np.linspace(0.2, 2.0, 6)      # graded signal
+    iu, ju = np.triu_indices(n, 1)
+    perms = draw_permutations(5, n, n_perm)
+    z_s = _rdm.prepare(_rdm.site_rdms(resp), "spearman")
+    z_l = _rdm.prepare(layers, "spearman")
+    res = permutation_test(z_l, z_s, n, perms=perms, early_stopping=False)
+    squares = [scipy.spatial.distance.squareform(layers[:, l]) for l in range(3)]
+    null = np.stack([np.column_stack([sq[np.ix_(q, q)][iu, ju] for sq in squares])
+                     for q in inverse_permutations(perms)])                 # (n_perm, n_pairs, 3)
+    ranks = scipy.stats.rankdata(null, axis=1)
+    ranks -= ranks.mean(axis=1, keepdims=True)
+    ranks /= np.linalg.norm(ranks, axis=1, keepdims=True)
+    null_r = np.einsum("kpl,ps->ksl", ranks, z_s)                        # (n_perm, n_sites, 3) float64
+    obs = z_s.T @ z_l
+    count = (null_r >= obs[None] - tie_tolerance(iu.size)).sum(axis=0)
+    np.testing.assert_array_equal(res.n_exceed, count)
+    assert (res.p[:6, 0] < 0.01).sum() >= 3 and (res.p > 0.1).sum() > 40
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_batching_does_not_change_results(workers, monkeypatch) -> None:
+    monkeypatch.setattr(_permutation, "_MAX_WORKERS", workers)
     layers, resp = _data(n_sites=12)
     z_l, z_s = _rdm.prepare(layers, "spearman"), _rdm.prepare(_rdm.site_rdms(resp), "spearman")
     kw = dict(n_permutations=400, seed=3, alpha=0.05)
     one = permutation_test(z_l, z_s, N_STIM, **kw)
-    small = permutation_test(z_l, [z_s[:, :5], z_s[:, 5:]], N_STIM, gather_bytes=8 * 66 * 9 * 3, **kw)
-    np.testing.assert_allclose(one.observed, small.observed, rtol=0, atol=1e-15)   # BLAS blocking
+    # 3 permutations per batch, groups of 4 sites across input blocks of 5 and 7
+    small = permutation_test(z_l, [z_s[:, :5], z_s[:, 5:]], N_STIM, gather_bytes=4 * 66 * 3 * 3,
+                             site_bytes=4 * 66 * 4, **kw)
+    np.testing.assert_allclose(one.observed, small.observed, rtol=0, atol=1e-15)   # float64 BLAS blocking
     for field in ("p", "n_exceed", "n_used", "stopped"):
         np.testing.assert_array_equal(getattr(one, field), getattr(small, field))
+    assert one.stopped.any() and (~one.stopped).any()
 
 
 def test_early_stopping_never_changes_a_decision() -> None:
@@ -140,3 +215,7 @@ def test_bad_arguments() -> None:
         permutation_test(np.zeros((65, 2)), z, N_STIM)
     with pytest.raises(ConfigError, match="alpha"):
         permutation_test(z, z, N_STIM, alpha=1.5)
+    with pytest.raises(DataError, match="perms"):
+        permutation_test(z, z, N_STIM, perms=np.zeros((5, 11), dtype=int))
+    with pytest.raises(DataError, match="n_sites"):
+        permutation_test(z, [z, np.zeros((60, 2))], N_STIM)

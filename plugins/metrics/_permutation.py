@@ -34,18 +34,28 @@ How it is made fast
 
 Comparison rule (float32)
     Observed and null values are computed by the same float32 path (prepared
-    vectors rounded to float32, products accumulated by the same BLAS sgemm), so
-    the identity permutation reproduces the observed value up to the BLAS
-    kernel's summation order (bit-for-bit whenever sgemm uses the same kernel).
-    A null value counts as at least as extreme when
-    ``null >= observed - tol`` (``"greater"``), ``null <= observed + tol``
-    (``"less"``) or ``|null| >= |observed| - tol`` (``"two-sided"``), with
+    vectors rounded to float32; single-threaded sgemm of the site rows with the
+    gathered layer columns, the observed values with the identity permutation's
+    columns). With OpenBLAS the identity permutation reproduces the observed
+    value bit-for-bit (measured for 2 to 1,000 active sites and any position in a
+    batch; a single remaining site takes the gemv path and differs by ~2e-8).
+    A null value counts as at least as extreme when ``null >= observed - tol``
+    (``"greater"``), ``null <= observed + tol`` (``"less"``) or
+    ``|null| >= |observed| - tol`` (``"two-sided"``), with
     ``tol = tie_tolerance(n_pairs) = 4 * eps_float32 * sqrt(n_pairs)``
     (3.9e-6 for 66 pairs, 8.4e-5 for 31,125 pairs): a few times the rounding of a
-    float32 dot product of unit vectors, so exact ties (the identity, or an
-    automorphism of the RDM) always count, in keeping with the ``>=`` of the
-    test. Ties make the test slightly conservative, never liberal. The reported
-    ``observed`` is the float64 value ``z_s . z_l``.
+    float32 dot product of unit vectors, so exact ties (the identity, an
+    automorphism of the RDM, equal rank sums at few stimuli) always count, as the
+    ``>=`` of the test requires. Near-ties within ``tol`` count too, which makes
+    the test very slightly conservative, never liberal. The reported ``observed``
+    is the float64 value ``z_s . z_l``.
+
+Threads
+    Each batch is split between up to ``_MAX_WORKERS`` threads (capped at the CPU
+    count), each gathering and multiplying its share with a single-threaded BLAS
+    (``threadpoolctl`` limits BLAS to one thread for the duration of the call,
+    process-wide): multi-threaded sgemm with few rows and long vectors stalls at
+    its many barriers on a busy machine (measured 0.6 s instead of 20 ms).
 
 The permutations are those of :func:`draw_permutations` (so a plain loop can
 reproduce them); every cell sees the same permutations in the same order, and
@@ -55,11 +65,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from framework.errors import ConfigError, DataError
 from framework.validation import check_option
@@ -74,6 +87,8 @@ _GATHER_BYTES = 96 * 2**20
 _SITE_BYTES = 192 * 2**20
 #: First batch size with early stopping (batches then double up to the memory budget).
 _FIRST_BATCH = 8
+#: Worker threads (each runs single-threaded sgemm on its share of a batch); at most the CPU count.
+_MAX_WORKERS = 4
 #: Compact the site matrix when the live sites fall below this fraction of its rows.
 _COMPACT_BELOW = 0.9
 
@@ -290,8 +305,9 @@ def permutation_test(layers: np.ndarray, site_blocks: Iterable[np.ndarray] | np.
         site_blocks = [site_blocks]
 
     tester = _GroupTester(lay, inverse_permutations(perms), n_stimuli, alternative, h, gather_bytes)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        tester.pool = pool
+    n_workers = max(1, min(_MAX_WORKERS, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=n_workers) as pool, threadpool_limits(limits=1, user_api="blas"):
+        tester.pool, tester.n_workers = pool, n_workers
         observed, n_exceed, n_used, stopped = _run_groups(tester, lay, site_blocks, n_pairs, site_bytes)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = np.where(stopped, n_exceed / np.maximum(n_used, 1), (1.0 + n_exceed) / (1.0 + n_used))
@@ -361,25 +377,24 @@ class _GroupTester:
         self.table[self.ju * n_stimuli + self.iu] = lay32
         self.b_max = max(1, int(gather_bytes // (4 * self.n_layers * n_pairs)))
         self.pool: ThreadPoolExecutor | None = None
+        self.n_workers = 1
 
     def gather(self, inv: np.ndarray) -> np.ndarray:
         """Permuted float32 layer vectors, (n_pairs, b * n_layers); column ``k * n_layers + l`` is layer ``l``
-        permuted by ``inv[k]``."""
+        permuted by ``inv[k]`` (``inv`` is (b, n_stimuli))."""
         b = inv.shape[0]
         inv_t = np.ascontiguousarray(inv.T)                                   # (n_stimuli, b)
+        idx = np.empty((self.n_pairs, b), dtype=np.intp)
+        np.multiply(np.take(inv_t, self.iu, axis=0), self.n, out=idx)
+        idx += np.take(inv_t, self.ju, axis=0)
         out = np.empty((self.n_pairs, b, self.n_layers), dtype=np.float32)
-
-        def part(sl: slice) -> None:
-            idx = np.empty((sl.stop - sl.start, b), dtype=np.intp)
-            np.multiply(np.take(inv_t, self.iu[sl], axis=0), self.n, out=idx)
-            idx += np.take(inv_t, self.ju[sl], axis=0)
-            np.take(self.table, idx, axis=0, out=out[sl], mode="wrap")   # indices are in range; "wrap" skips a check
-        half = self.n_pairs // 2
-        if self.pool is None or b * self.n_pairs < 2**18:
-            part(slice(0, self.n_pairs))
-        else:  # numpy releases the GIL in take: two threads gather the two halves of the pairs
-            list(self.pool.map(part, (slice(0, half), slice(half, self.n_pairs))))
+        np.take(self.table, idx, axis=0, out=out, mode="wrap")        # indices are in range; "wrap" skips a check
         return out.reshape(self.n_pairs, b * self.n_layers)
+
+    def null(self, work: np.ndarray, inv: np.ndarray) -> np.ndarray:
+        """Null values of the sites ``work`` (n_act, n_pairs) float32 under ``inv`` (b, n_stimuli): one
+        single-threaded sgemm, (n_act, b, n_layers) float32."""
+        return (work @ self.gather(inv)).reshape(work.shape[0], inv.shape[0], self.n_layers)
 
     def extreme(self, null: np.ndarray, obs: np.ndarray) -> np.ndarray:
         """``null`` (n, b, n_layers) at least as extreme as ``obs`` (n, n_layers), with the tie tolerance."""
@@ -414,9 +429,18 @@ class _GroupTester:
         work = _compact(sites, rows)
         start = 0
         b = self.b_max if h is None else min(_FIRST_BATCH, self.b_max)
+        t_start, site_perms, n_batches = time.perf_counter(), 0, 0
         while start < n_perm and rows.size:
             bsz = min(b, n_perm - start)
-            null = (work @ self.gather(self.inv[start:start + bsz])).reshape(rows.size, bsz, n_layers)
+            # Coarse-grained parallelism: each worker gathers and multiplies its share of the batch with a
+            # single-threaded sgemm (multi-threaded BLAS stalls at its many barriers on a busy machine).
+            bounds = np.linspace(start, start + bsz, min(self.n_workers, bsz) + 1).astype(int)
+            chunks = [self.inv[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+            parts = list(self.pool.map(lambda c: self.null(work, c), chunks)) if len(chunks) > 1 \
+                else [self.null(work, chunks[0])]
+            null = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)   # (n_act, bsz, n_layers)
+            del parts
+            site_perms += rows.size * bsz
             hit = self.extreme(null, obs[rows]).transpose(0, 2, 1)            # (n_act, n_layers, bsz) view
             del null
             act = active[rows]                                                # (n_act, n_layers)
@@ -444,11 +468,14 @@ class _GroupTester:
                 n_used[rows] += used
                 b = min(2 * b, self.b_max)
             start += bsz
+            n_batches += 1
             live = active[rows].any(axis=1)
             if live.sum() < _COMPACT_BELOW * rows.size:
                 keep = np.flatnonzero(live)
                 work = _compact(work, keep)
                 rows = rows[keep]
+        log.debug("permutation test of %d sites: %d batches, %.3g site-permutations, %.2f s", n_sites, n_batches,
+                  site_perms, time.perf_counter() - t_start)
         return n_exceed, n_used, stopped
 
 

@@ -14,6 +14,7 @@ Two kinds of target:
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,12 +27,14 @@ from framework.errors import ConfigError, DataError
 from framework.types import Activations, BrainRDMs, Responses, Score, Target
 from framework.validation import check_option
 from plugins.metrics import _rdm
-from plugins.metrics._permutation import ALTERNATIVES, PermutationResult, fdr_bh, permutation_test
+from plugins.metrics._permutation import ALTERNATIVES, fdr_bh, permutation_test
 
 log = logging.getLogger("framework.metrics.rsa")
 
 #: Bytes of prepared float64 site RDMs held at once.
 _SITE_BLOCK_BYTES = 256 * 2**20
+#: Bytes of one block of prepared float64 site RDMs fed to the permutation test.
+_PERMUTATION_BLOCK_BYTES = 32 * 2**20
 
 
 # --------------------------------------------------------------------------- validation helpers
@@ -89,10 +92,10 @@ def layer_rdms(activations: Activations, stimulus_ids: tuple[str, ...], distance
     return np.column_stack(cols)
 
 
-def _site_blocks(data: np.ndarray, comparison: str) -> Iterator[np.ndarray]:
-    """Prepared site RDMs, (n_pairs, n_block) float64, block by block."""
+def _site_blocks(data: np.ndarray, comparison: str, block_bytes: int = _SITE_BLOCK_BYTES) -> Iterator[np.ndarray]:
+    """Prepared site RDMs, (n_pairs, n_block) float64, block by block (``block_bytes`` per block)."""
     n_pairs = _rdm.n_pairs_of(data.shape[0])
-    step = max(1, _SITE_BLOCK_BYTES // (8 * max(n_pairs, 1)))
+    step = max(1, block_bytes // (8 * max(n_pairs, 1)))
     for start in range(0, data.shape[1], step):
         yield _rdm.prepare(_rdm.site_rdms(data[:, start:start + step]), comparison)
 
@@ -175,16 +178,19 @@ def site_rsa(activations: Activations, responses: Responses, *, distance: str = 
         area_r = None if area_vectors is None else _rdm.prepare(area_vectors, comparison).T @ z_layers
         return SiteRSA(_clip(r, comparison), None, None, areas,
                        None if area_r is None else _clip(area_r, comparison), None, None)
-    res = permutation_test(z_layers, _site_blocks(data, comparison), n_stim, n_permutations=n_permutations,
-                           seed=seed, alternative=alternative, alpha=alpha, early_stopping=early_stopping)
-    area_res: PermutationResult | None = None
+    # One test for sites and areas: they share the permutations, and the layers are gathered once. Small site
+    # blocks keep the float64 ranking transient; the test groups them into float32 matrices itself.
+    blocks = _site_blocks(data, comparison, _PERMUTATION_BLOCK_BYTES)
     if area_vectors is not None:
-        area_res = permutation_test(z_layers, _rdm.prepare(area_vectors, comparison), n_stim,
-                                    n_permutations=n_permutations, seed=seed, alternative=alternative,
-                                    alpha=alpha, early_stopping=early_stopping)
-    return SiteRSA(_clip(res.observed, comparison), res.p, res.n_used, areas,
-                   None if area_res is None else _clip(area_res.observed, comparison),
-                   None if area_res is None else area_res.p, None if area_res is None else area_res.n_used)
+        blocks = itertools.chain(blocks, [_rdm.prepare(area_vectors, comparison)])
+    res = permutation_test(z_layers, blocks, n_stim, n_permutations=n_permutations, seed=seed,
+                           alternative=alternative, alpha=alpha, early_stopping=early_stopping)
+    n_sites = data.shape[1]
+    r = _clip(res.observed, comparison)
+    if area_vectors is None:
+        return SiteRSA(r, res.p, res.n_used, areas, None, None, None)
+    return SiteRSA(r[:n_sites], res.p[:n_sites], res.n_used[:n_sites], areas, r[n_sites:], res.p[n_sites:],
+                   res.n_used[n_sites:])
 
 
 def _clip(r: np.ndarray, comparison: str) -> np.ndarray:
