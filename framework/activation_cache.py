@@ -8,12 +8,13 @@ Layout under ``root``::
     .tmp-<key16>-<host>-<pid>-<rand>/   an extraction in progress
 
 An extraction streams each batch straight into its per-layer ``.npy`` files (created with
-:func:`numpy.lib.format.open_memmap`, filled with positioned writes) inside a temporary
-directory, writes ``meta.json`` last, then renames the directory to its key in one atomic
-step. :meth:`ActivationCache.get` only accepts a directory with a complete ``meta.json`` and
-files of the recorded shapes, so an interrupted run leaves nothing it would serve; temporary
+:func:`numpy.lib.format.open_memmap`, filled with positioned writes from one writer thread
+that overlaps the writes with the next forward pass) inside a temporary directory, writes
+``meta.json`` last, then renames the directory to its key in one atomic step.
+:meth:`ActivationCache.get` only accepts a directory with a complete ``meta.json`` and files
+of the recorded shapes, so an interrupted run leaves nothing it would serve; temporary
 directories of dead processes (or older than :data:`STALE_AGE_S`) are removed. Peak memory is
-one batch of activations, whatever the number of stimuli and layers.
+two batches of activations, whatever the number of stimuli and layers.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -295,6 +297,24 @@ class ActivationCache:
         offsets: dict[str, int] = {}
         widths: dict[str, int] = {}
         done = 0
+        # One writer thread: batch k is written while the model computes batch k + 1. The queue is
+        # one batch deep, so at most two batches of activations are alive at any time.
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="framework-cache-writer")
+        pending: Future | None = None
+
+        def write(arrays: list[np.ndarray], start: int, stop: int) -> int:
+            for layer, arr in zip(layers, arrays):
+                _pwrite_all(fds[layer], memoryview(arr).cast("B"), offsets[layer] + start * widths[layer] * 4)
+            return stop
+
+        def wait_for_write() -> None:
+            nonlocal pending
+            if pending is not None:
+                written = pending.result()  # re-raises a failed write (disk full, ...)
+                pending = None
+                if progress is not None:
+                    progress(written)
+
         try:
             batches = iter(model.extract(stimuli, layers, batch_size=batch_size))
             try:
@@ -307,6 +327,7 @@ class ActivationCache:
                     b = rows.pop()
                     if done + b > n:
                         raise PluginError(f"Model '{model.name}' yielded more than the {n} stimuli it was given.")
+                    arrays = []
                     for i, layer in enumerate(layers):
                         arr = np.ascontiguousarray(batch[layer], dtype=np.float32)
                         if arr.ndim != 2:
@@ -322,16 +343,18 @@ class ActivationCache:
                         if arr.shape[1] != widths[layer]:
                             raise PluginError(f"Model '{model.name}' layer '{layer}' changed width from "
                                               f"{widths[layer]} to {arr.shape[1]} between batches.")
-                        row_bytes = widths[layer] * 4
-                        _pwrite_all(fds[layer], memoryview(arr).cast("B"), offsets[layer] + done * row_bytes)
-                    done += b
+                        arrays.append(arr)
                     del batch
-                    if progress is not None:
-                        progress(done)
+                    wait_for_write()
+                    pending = writer.submit(write, arrays, done, done + b)
+                    done += b
+                    del arrays
+                wait_for_write()
             finally:  # a generator abandoned early runs its own cleanup (hooks, threads)
                 close = getattr(batches, "close", None)
                 if close is not None:
                     close()
+                writer.shutdown(wait=True)
             if done != n:
                 raise PluginError(f"Model '{model.name}' yielded {done} stimuli, expected {n}.")
             for fd in fds.values():

@@ -283,11 +283,16 @@ class _Progress:
             return _NullBar()
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, dynamic_ncols=True)
+        bar.update_to = lambda done: bar.update(done - bar.n)  # callbacks report cumulative counts
+        return bar
 
 
 class _NullBar:
     def update(self, n: int = 1) -> None:
+        pass
+
+    def update_to(self, done: int) -> None:
         pass
 
     def close(self) -> None:
@@ -405,7 +410,7 @@ class Scheduler:
         t0 = time.perf_counter()
         with self.progress.bar(n, f"{choice.name}: activations", unit="img") as bar:
             acts = cache.extract(registry_model, self.plan.dataset.stimuli, list(layers), key=key,
-                                 batch_size=self.plan.config.batch_size, progress=bar.update,
+                                 batch_size=self.plan.config.batch_size, progress=bar.update_to,
                                  reduction=self.plan.config.reduction)
         info["extraction"] = f"{time.perf_counter() - t0:.2f} s"
         log.info("Extracted %d layers of '%s' for %d stimuli in %s.", len(layers), choice.name, n, info["extraction"])

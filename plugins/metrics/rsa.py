@@ -86,10 +86,29 @@ def layer_rdms(activations: Activations, stimulus_ids: tuple[str, ...], distance
     if len(activations) == 0:
         raise DataError("Activations have no layers; extract at least one layer.")
     order = stimulus_order(activations, stimulus_ids)
+    # Cached activations carry a content key: their RDMs are computed once and reused by
+    # every (signal, metric) cell of the model instead of once per cell.
+    memo_key = None
+    if activations.info.get("key"):
+        memo_key = (activations.info["key"], activations.layers, distance, order.tobytes())
+        hit = _LAYER_RDM_MEMO.get(memo_key)
+        if hit is not None:
+            return hit
     identity = order.size == len(activations.stimulus_ids) and np.array_equal(order, np.arange(order.size))
     cols = [_rdm.rdm(activations[name], distance, order=None if identity else order, name=f"layer '{name}'")
             for name in activations.layers]
-    return np.column_stack(cols)
+    out = np.column_stack(cols)
+    if memo_key is not None:
+        out.setflags(write=False)
+        _LAYER_RDM_MEMO[memo_key] = out
+        while len(_LAYER_RDM_MEMO) > _LAYER_RDM_MEMO_SIZE:
+            _LAYER_RDM_MEMO.pop(next(iter(_LAYER_RDM_MEMO)))
+    return out
+
+
+#: Recently computed layer RDMs, keyed by (activations key, layers, distance, stimulus order).
+_LAYER_RDM_MEMO: dict[tuple, np.ndarray] = {}
+_LAYER_RDM_MEMO_SIZE = 4
 
 
 def _site_blocks(data: np.ndarray, comparison: str, block_bytes: int = _SITE_BLOCK_BYTES) -> Iterator[np.ndarray]:

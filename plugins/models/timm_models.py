@@ -1,0 +1,251 @@
+"""Any timm network by name: ``timm:<model>`` (``timm.list_models()``), optionally ``timm:<model>.<tag>``.
+
+Default layers: ``pixels``, each stage output named by timm's ``feature_info`` (module paths such
+as ``layer1`` or ``blocks.2``), ``pre_logits`` (the input of the classifier module, i.e. what
+``forward_head(x, pre_logits=True)`` returns) and ``logits`` (the network output).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from framework.contracts import WeightsInfo
+from framework.errors import ConfigError, DataError, unknown_name_error
+from plugins.models._torch_common import (PIXELS, HookedTorchModel, _Tap, interpolation_name, resize_for_crop,
+                                          seeded, sha256_file, state_dict_digest)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from PIL import Image
+
+log = logging.getLogger("framework.models.timm")
+
+PREFIX = "timm:"
+#: Keyword arguments that override the pretrained config's preprocessing instead of going to
+#: ``timm.create_model`` (same meaning as in ``timm.data.resolve_data_config``).
+DATA_CONFIG_KEYS = ("mean", "std", "input_size", "crop_pct", "interpolation", "crop_mode")
+#: Seconds to wait for the weights host before declaring the machine offline.
+PROBE_TIMEOUT_S = 5.0
+
+
+def _host_reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """None when a TCP connection to ``url``'s host can be opened, else the reason (fast offline check)."""
+    parsed = urlparse(url)
+    host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+    if not host:
+        return f"no host in {url!r}"
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"{host}:{port} unreachable ({exc})"
+
+
+class TimmModel(HookedTorchModel):
+    """A timm network with forward-hook layer extraction.
+
+    Parameters
+    ----------
+    name : str
+        ``"timm:<timm model name>"``, optionally with a pretrained tag
+        (``"timm:resnet18.a1_in1k"``); checked against ``timm.list_models()``.
+    weights : {"auto", "pretrained", "random"}
+        ``"pretrained"``: ``timm.create_model(..., pretrained=True)`` through timm's loader and
+        the Hugging Face / torch hub caches; offline with nothing cached raises
+        :class:`DataError` (after a probe of at most 5 s). ``"random"``: seeded random init.
+        ``"auto"``: pretrained, falling back to random init with a warning.
+    weights_file : str or Path, optional
+        A local state dict (``.safetensors``, ``.pt``, ``.pth``) loaded strictly into the model
+        built with ``model_kwargs``; wins over ``weights``.
+    seed : int
+        Seed of the random initialisation (``torch.manual_seed`` before building).
+    layers : list of str, optional
+        Overrides :meth:`default_layers`.
+    **model_kwargs
+        ``mean``, ``std`` (3 floats each), ``input_size`` ((3, H, W)), ``crop_pct``,
+        ``interpolation``, ``crop_mode`` override the pretrained config's preprocessing; every
+        other keyword goes to ``timm.create_model`` (e.g. ``pad_type="same"``).
+
+    Notes
+    -----
+    Construction validates the name and options only; the network is built on first use and
+    the weights resolved on the first :meth:`weights_info` / :meth:`extract`. Preprocessing is
+    ``timm.data.resolve_data_config`` + ``create_transform`` of the pretrained config (with the
+    overrides above), also for random init.
+    """
+
+    library = "timm"
+
+    def __init__(self, *, name: str, weights: str = "auto", weights_file: str | Path | None = None,
+                 seed: int = 0, layers: list[str] | None = None, **model_kwargs: Any) -> None:
+        super().__init__(name=name, weights=weights, weights_file=weights_file, seed=seed, layers=layers)
+        import timm
+
+        if not name.startswith(PREFIX) or len(name) == len(PREFIX):
+            raise ConfigError(f"timm model name must look like 'timm:<model>' (e.g. 'timm:resnet18'), got {name!r}.")
+        self.timm_name = name[len(PREFIX):]
+        base = self.timm_name.split(".", 1)[0]
+        if base not in timm.list_models():
+            raise unknown_name_error("model", name, [PREFIX + m for m in timm.list_models()])
+        self.data_overrides = {k: model_kwargs.pop(k) for k in DATA_CONFIG_KEYS if k in model_kwargs}
+        for key in ("mean", "std"):
+            value = self.data_overrides.get(key)
+            if value is not None and (len(value) != 3 or not all(isinstance(v, (int, float)) for v in value)):
+                raise ConfigError(f"{name}: {key} must be 3 numbers (one per RGB channel), got {value!r}.")
+        for key in ("pretrained", "pretrained_cfg_overlay", "features_only"):
+            if key in model_kwargs:
+                raise ConfigError(f"{name}: option '{key}' is managed by the framework; use weights= / "
+                                  "weights_file= instead.")
+        self.model_kwargs = model_kwargs
+        self._data_config: dict[str, Any] | None = None
+
+    # -- building ------------------------------------------------------------------------------
+    def _create(self, pretrained: bool) -> torch.nn.Module:
+        import timm
+
+        try:
+            return timm.create_model(self.timm_name, pretrained=pretrained, **self.model_kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"{self.name}: timm.create_model rejected the options "
+                              f"{sorted(self.model_kwargs)} ({exc}); remove or fix them.") from None
+
+    def _build(self) -> torch.nn.Module:
+        return self._create(pretrained=False)
+
+    def _architecture(self) -> torch.nn.Module:
+        """The built network if any, else a parameter-free build on the meta device (for configs)."""
+        if self._module is not None:
+            return self._module
+        import torch
+
+        try:
+            with torch.device("meta"):
+                return self._create(pretrained=False)
+        except ConfigError:
+            raise
+        except Exception:  # a network that cannot be built on the meta device
+            return self._built()
+
+    def data_config(self) -> dict[str, Any]:
+        """``timm.data.resolve_data_config`` of the model's pretrained config plus the overrides."""
+        if self._data_config is None:
+            from timm.data import resolve_data_config
+
+            self._data_config = resolve_data_config(dict(self.data_overrides), model=self._architecture())
+        return self._data_config
+
+    @property
+    def _input_size(self) -> tuple[int, int, int]:  # type: ignore[override]
+        return tuple(int(v) for v in self.data_config()["input_size"])  # type: ignore[return-value]
+
+    def _make_transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        from timm.data import create_transform
+
+        return create_transform(**self.data_config(), is_training=False)
+
+    def _special_taps(self, module: torch.nn.Module) -> dict[str, _Tap]:
+        taps = {"logits": _Tap("")}
+        get_classifier = getattr(module, "get_classifier", None)
+        classifier = get_classifier() if callable(get_classifier) else None
+        if classifier is not None:
+            path = next((p for p, m in module.named_modules() if m is classifier and p), None)
+            if path is not None:
+                taps["pre_logits"] = _Tap(path, "input")
+        return taps
+
+    def _convention_layers(self) -> list[str]:
+        module = self._architecture()
+        known = self.layers()
+        stages = [f.get("module") for f in (getattr(module, "feature_info", None) or [])
+                  if isinstance(f, dict)]
+        stages = [s for s in stages if s in known]
+        if not stages:  # no feature_info: every top-level child before the head
+            top = {p for p, _ in module.named_children()}
+            stages = [layer for layer in known if layer in top]
+        tail = [x for x in ("pre_logits", "logits") if x in known]
+        ordered = [layer for layer in known if layer in set(stages)]
+        return [PIXELS] + [s for s in ordered if s not in tail] + tail
+
+    # -- weights ---------------------------------------------------------------------------------
+    def _cached_file(self, cfg: dict[str, Any]) -> Path | None:
+        hub_id = cfg.get("hf_hub_id")
+        if hub_id:
+            try:
+                from huggingface_hub import try_to_load_from_cache
+            except ImportError:  # pragma: no cover - timm depends on huggingface_hub
+                try_to_load_from_cache = None
+            if try_to_load_from_cache is not None:
+                repo, _, revision = str(hub_id).partition("@")
+                names = [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else []
+                for filename in names + ["model.safetensors", "pytorch_model.bin"]:
+                    hit = try_to_load_from_cache(repo, filename, revision=revision or None)
+                    if isinstance(hit, str) and os.path.isfile(hit):
+                        return Path(hit)
+        if cfg.get("url"):
+            import torch
+
+            path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(cfg["url"]).path)
+            if path.is_file():
+                return path
+        return None
+
+    def _load_pretrained(self, module: torch.nn.Module) -> tuple[torch.nn.Module, WeightsInfo]:
+        cfg = dict(getattr(module, "pretrained_cfg", None) or {})
+        hint = (f"Go online once, or provide a local file with --weights-file {self.name}=PATH "
+                "(.safetensors/.pt/.pth), or use weights='random'.")
+        if not (cfg.get("hf_hub_id") or cfg.get("url") or cfg.get("file")):
+            raise DataError(f"timm has no pretrained weights for '{self.timm_name}'. {hint}")
+        cached = self._cached_file(cfg)
+        if cached is None and not os.environ.get("HF_HUB_OFFLINE"):
+            from huggingface_hub import constants
+
+            where = f"{constants.ENDPOINT}/{cfg['hf_hub_id']}" if cfg.get("hf_hub_id") else cfg["url"]
+            reason = _host_reachable(where)
+            if reason is not None:
+                raise DataError(f"Pretrained weights of model '{self.name}' ({where}) are not in the Hugging Face "
+                                f"or torch hub cache and the machine is offline ({reason}). {hint}")
+        try:
+            new_module = seeded(lambda: self._create(pretrained=True), self.seed)
+        except ConfigError:
+            raise
+        except Exception as exc:  # hub errors, corrupt cache files, ...
+            raise DataError(f"Pretrained weights of model '{self.name}' could not be loaded by timm "
+                            f"({type(exc).__name__}: {str(exc)[:300]}). {hint}") from None
+        cached = self._cached_file(cfg)
+        if cached is not None:
+            digest, where = sha256_file(cached), f"cached file {cached}"
+        else:
+            digest, where = state_dict_digest(new_module), "state dict (cached file not found)"
+        tag = cfg.get("tag") or ""
+        label = f"pretrained (timm {cfg.get('architecture', self.timm_name)}{'.' + tag if tag else ''})"
+        info = WeightsInfo(source="pretrained", label=label, digest=digest, seed=None,
+                           detail=f"timm.create_model(pretrained=True); digest of {where}; "
+                                  f"hub {cfg.get('hf_hub_id') or cfg.get('url')}")
+        return new_module, info
+
+    # -- description -------------------------------------------------------------------------------
+    def preprocessing(self) -> dict[str, Any]:
+        """timm's resolved data config: sizes in px, mean/std per RGB channel, and the resize it implies."""
+        dc = self.data_config()
+        size = [int(v) for v in dc["input_size"]]
+        crop_pct = float(dc.get("crop_pct") or 1.0)
+        return {
+            "library": "timm",
+            "transforms": "timm.data.create_transform(**resolve_data_config(...), is_training=False)",
+            "input_size": size,
+            "resize": [resize_for_crop(size[1], crop_pct)] if size[1] == size[2] else
+                      [resize_for_crop(size[1], crop_pct), resize_for_crop(size[2], crop_pct)],
+            "crop": size[1:],
+            "crop_pct": crop_pct,
+            "crop_mode": str(dc.get("crop_mode", "center")),
+            "interpolation": interpolation_name(dc["interpolation"]),
+            "mean": [float(v) for v in dc["mean"]],
+            "std": [float(v) for v in dc["std"]],
+            "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_overrides.items()},
+            "color": "RGB (grey replicated, alpha composited on white)",
+        }
