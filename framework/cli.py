@@ -117,7 +117,7 @@ def _default_params(spec) -> dict[str, Any]:
         factory = spec.load_factory()
         sig = inspect.signature(factory)
         for p in sig.parameters.values():
-            if p.name in {"name", "weights", "weights_file", "seed", "cache_dir", "path", "self"}:
+            if p.name in {"name", "weights", "weights_file", "seed", "cache_dir", "path", "self", "layers"}:
                 continue
             if p.default is not inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD:
                 params[p.name] = p.default
