@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from framework.errors import DataError
+from framework.target_io import json_default
 from framework.types import Score
 
 DB_NAME = "results.sqlite"
@@ -68,20 +69,7 @@ def _finite_or_none(x: Any) -> float | None:
 
 
 def _dumps(obj: Any) -> str:
-    def default(o: Any) -> Any:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        if isinstance(o, Path):
-            return str(o)
-        if isinstance(o, (set, frozenset, tuple)):
-            return list(o)
-        raise TypeError(f"{type(o).__name__} is not JSON serialisable")
-
-    return json.dumps(obj, default=default, allow_nan=True)
+    return json.dumps(obj, default=json_default, allow_nan=True)
 
 
 @dataclass(frozen=True)

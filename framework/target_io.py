@@ -33,7 +33,7 @@ def save_target(target: Target, path: Path) -> None:
             arrays[f"rdm_{i}"] = target.rdms[area]
     else:  # pragma: no cover - programming error
         raise TypeError(f"Cannot save {type(target).__name__}")
-    arrays["meta"] = np.frombuffer(json.dumps(meta, default=_json_default).encode(), dtype=np.uint8)
+    arrays["meta"] = np.frombuffer(json.dumps(meta, default=json_default).encode(), dtype=np.uint8)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -56,11 +56,14 @@ def load_target(path: Path) -> Target:
         return BrainRDMs(rdms, tuple(meta["stimulus_ids"]), tuple(meta["area_order"]), meta["distance"], meta["info"])
 
 
-def _json_default(obj):
+def json_default(obj):
+    """``json.dumps(default=...)`` for numpy scalars/arrays, paths and sets (used for all stored JSON)."""
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable")

@@ -69,8 +69,8 @@ def test_leaderboard_without_store(tmp_path):
 
 def test_run_with_fake_plugins_writes_leaderboard(tmp_path):
     env = _env(FRAMEWORK_PLUGINS="fake_plugins")
-    proc = _framework("run", "--dataset", "fake-responses", "--models", "fake-net,fake-broken", "--metrics",
-                      "fake-corr", "--store", str(tmp_path), env=env)
+    proc = _framework("run", "--dataset", "fake-responses", "--models", "fake-net,fake-broken", "--signals",
+                      "fake-signal", "--metrics", "fake-corr", "--store", str(tmp_path), env=env)
     assert proc.returncode == 1, proc.stderr          # some cells failed
     assert "2 of 4 cell(s) failed" in proc.stderr and "simulated failure" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -92,7 +92,8 @@ def _count(db: Path) -> int:
 @pytest.mark.slow
 def test_killed_run_resumes_without_recomputing_or_duplicating(tmp_path):
     env = _env(FRAMEWORK_PLUGINS="fake_plugins")
-    args = ["run", "--dataset", "fake-responses", "--models", "fake-net,fake-net2", "--metrics", "fake-corr",
+    args = ["run", "--dataset", "fake-responses", "--models", "fake-net,fake-net2", "--signals", "fake-signal",
+            "--metrics", "fake-corr",
             "--metric-param", "fake-corr.sleep=0.7", "--store", str(tmp_path), "--no-progress"]
     db = tmp_path / "results.sqlite"
     proc = subprocess.Popen([sys.executable, "-m", "framework.cli", *args], env=env, cwd=ROOT,
