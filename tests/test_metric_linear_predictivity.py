@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 from sklearn.cross_decomposition import PLSRegression
-from sklearn.linear_model import RidgeCV
+from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
@@ -18,7 +18,7 @@ from framework.types import Activations, BrainRDMs, Responses, SiteTable
 from plugins.metrics._ceiling import split_half_reliability
 from plugins.metrics._ridge import DEFAULT_ALPHAS
 from plugins.metrics._splits import kfold_splits
-from plugins.metrics.linear_predictivity import LinearPredictivityMetric, pearson_columns
+from plugins.metrics.linear_predictivity import LinearPredictivityMetric, fold_grams, pearson_columns
 
 
 @pytest.fixture(autouse=True)
@@ -161,6 +161,124 @@ def test_ceiling_and_ceiled_values():
     no_reps = LinearPredictivityMetric().score(acts, Responses(resp.data, resp.sites, resp.stimulus_ids), seed=1)
     assert no_reps.ceiling is None and "value_ceiled" not in no_reps.summary
     assert no_reps.value == pytest.approx(score.value, rel=1e-12)
+
+
+# -- wide layers: every fold's kernel from one blockwise pass ----------------------------------
+def _awkward_layer(n=40, p=61, seed=20):
+    """Random features plus columns that break one-pass statistics."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, p)) * rng.uniform(0.1, 3.0, p) + rng.uniform(-2, 2, p)
+    x[:, 0] = 0.0  # dead unit
+    x[:, 1] = 0.7  # constant, not zero
+    x[:, 2] = 0.0
+    x[5, 2] = 4.0  # zero but for one stimulus (constant on the training rows of one fold)
+    x[:, 3] = 0.0
+    x[[1, 2, 30], 3] = [2.0, 1.0, 3.0]
+    x[:, 4] = 1e4 + 1e-2 * rng.standard_normal(n)  # large offset, small spread
+    x[:, 5] = 0.3
+    x[17, 5] = 0.3 + 1e-6  # tiny spread on a non-zero constant
+    x[:, 6] *= 1e3
+    # nearly constant on the training rows of the fold holding stimuli 0..7 (which are large there):
+    # the training variance is ~1e-9 of the second moment about the full-set mean
+    x[:, 7] = 0.0
+    x[8:12, 7] = 1e-4 * rng.uniform(1, 2, 4)
+    x[:8, 7] = rng.uniform(2, 3, 8)
+    return x.astype(np.float32)
+
+
+def _brute_grams(x, splits, standardize):
+    """Per-fold loop: training mean / population sd (sd 1 at rounding level), Z Z^T over all stimuli."""
+    x = x.astype(np.float64)
+    out = []
+    for train, _ in splits:
+        mean = x[train].mean(axis=0)
+        z = x - mean
+        if standardize:
+            sd = np.sqrt(((x[train] - mean) ** 2).mean(axis=0))
+            sd[sd <= np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)] = 1.0
+            z = z / sd
+        out.append(z @ z.T)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+@pytest.mark.parametrize(("block", "workers"), [(None, 1), (7, 1), (7, 2), (16, 3)])
+def test_fold_grams_match_per_fold_loop(standardize, block, workers):
+    x = _awkward_layer()
+    splits = [(np.setdiff1d(np.arange(40), te), te) for te in np.array_split(np.arange(40), 5)]
+    expected = _brute_grams(x, splits, standardize)
+    got = fold_grams(x, splits, standardize=standardize, block=block, workers=workers)
+    assert got.shape == (5, 40, 40)
+    scale = np.abs(expected).max(axis=(1, 2))[:, None, None]
+    np.testing.assert_allclose(got / scale, expected / scale, rtol=0, atol=1e-13)
+    # the awkward columns must not be scaled by rounding noise: the single non-zero of column 2
+    # sits in one test fold, where it stays 4 - 0 = 4 (sd set to 1)
+    fold = next(f for f, (_, te) in enumerate(splits) if 5 in te)
+    assert np.abs(got[fold] - expected[fold]).max() < 1e-12 * np.abs(expected[fold]).max()
+
+
+def test_fold_grams_row_order_and_bad_values():
+    x = _awkward_layer(seed=21)
+    splits, _ = kfold_splits(40, n_splits=4, seed=2)
+    order = np.random.default_rng(0).permutation(40)
+    got = fold_grams(x, splits, order=order, block=9)
+    np.testing.assert_allclose(got, _brute_grams(x[order], splits, True), rtol=1e-12, atol=1e-9)
+    x[3, 50] = np.nan
+    with pytest.raises(DataError, match="'conv9' has NaN"):
+        fold_grams(x, splits, layer="conv9", block=9)
+
+
+def test_wide_layer_unstandardized_and_inner_cv_match_sklearn():
+    """Kernel path (150 features > 54 training stimuli) against per-fold sklearn refits."""
+    acts, resp, _ = _random_case(n=60, seed=4)
+    x = acts["wide"].astype(np.float64)
+    x[:, 7] = 0.0
+    x[[3, 40], 7] = [5.0, 2.0]  # constant on most training folds
+    acts = Activations({"wide": x.astype(np.float32)}, acts.stimulus_ids)
+    y = resp.data.astype(np.float64)
+    x = acts["wide"].astype(np.float64)
+    folds, _ = kfold_splits(60, n_splits=10, seed=3)
+    alphas = np.logspace(-2, 4, 7)
+    score = LinearPredictivityMetric(standardize=False, stratify=False, alphas=alphas).score(acts, resp, seed=3)
+    rs = []
+    for train, test in folds:
+        mean = x[train].mean(axis=0)
+        model = RidgeCV(alphas=alphas, alpha_per_target=True).fit(x[train] - mean, y[train])
+        pred = model.predict(x[test] - mean)
+        rs.append([stats.pearsonr(pred[:, j], y[test, j])[0] for j in range(y.shape[1])])
+    np.testing.assert_allclose(score.details["layer_site"]["r"], np.mean(rs, axis=0), rtol=1e-7)
+    # inner-CV selection on the fold kernels: brute-force Ridge over the inner folds of each outer fold
+    metric = LinearPredictivityMetric(n_splits=4, stratify=False, alphas=alphas, alpha_selection="inner-cv",
+                                      inner_splits=3)
+    score = metric.score(acts, resp, seed=6)
+    outer, _ = kfold_splits(60, n_splits=4, seed=6)
+    rs = []
+    for f, (train, test) in enumerate(outer):
+        scaler = StandardScaler().fit(x[train])
+        xtr, xte, ytr = scaler.transform(x[train]), scaler.transform(x[test]), y[train]
+        inner, _ = kfold_splits(train.size, n_splits=3, seed=6 + 1 + f, name="inner_splits")
+        sse = np.zeros((alphas.size, y.shape[1]))
+        for k, alpha in enumerate(alphas):
+            for itr, ite in inner:
+                err = Ridge(alpha=alpha).fit(xtr[itr], ytr[itr]).predict(xtr[ite]) - ytr[ite]
+                sse[k] += (err ** 2).sum(axis=0)
+        pred = Ridge(alpha=alphas[np.argmin(sse, axis=0)]).fit(xtr, ytr).predict(xte)
+        rs.append([stats.pearsonr(pred[:, j], y[test, j])[0] for j in range(y.shape[1])])
+    np.testing.assert_allclose(score.details["layer_site"]["r"], np.mean(rs, axis=0), rtol=1e-7)
+
+
+def test_layer_as_wide_as_some_training_folds_mixes_paths():
+    """19 features, training folds of 18 (kernel path) and 19 stimuli (primal path)."""
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((23, 19)) * rng.uniform(0.5, 2, 19)
+    y = x[:, :4] @ rng.standard_normal((4, 3)) + rng.standard_normal((23, 3))
+    acts = Activations({"l": x.astype(np.float32)}, _ids(23))
+    resp = Responses(y.astype(np.float32), _sites(["17"] * 3), _ids(23))
+    score = LinearPredictivityMetric(n_splits=5).score(acts, resp, seed=8)
+    folds, _ = kfold_splits(23, n_splits=5, seed=8)
+    assert sorted({tr.size for tr, _ in folds}) == [18, 19]
+    expected = _manual_site_r(acts["l"].astype(np.float64), resp.data.astype(np.float64), folds)
+    np.testing.assert_allclose(score.details["layer_site"]["r"], expected, rtol=1e-6, atol=1e-9)
 
 
 # -- planted truth and honesty ---------------------------------------------------------------

@@ -15,7 +15,9 @@ Procedure (one score per model and signal)
      exact leave-one-out (``alpha_selection="gcv"``) or ``inner_splits``-fold
      CV (``"inner-cv"``); one decomposition per fold serves the whole grid,
      and layers wider than the training fold use the stimulus x stimulus
-     kernel, streamed in blocks of features (cost O(n^2 p + n^3));
+     kernel: the layer is read once in blocks of features and every fold's
+     z-scored kernel is accumulated from each block (:func:`fold_grams`;
+     cost O(K n^2 p + K n^3), memory O(K n^2) plus one block);
    * ``regression="pls"``: ``sklearn.cross_decomposition.PLSRegression(
      n_components=pls_components, scale=False)`` fitted on all sites jointly
      (Brain-Score's regression; set ``standardize=False`` for strict parity).
@@ -56,7 +58,9 @@ per-fold choice and ``agreement`` its fraction of folds) and ``fold_area``
 """
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import warnings
 from typing import Any, ClassVar
 
@@ -72,8 +76,12 @@ from plugins.metrics._splits import kfold_splits
 
 log = logging.getLogger("framework.metrics.linear_predictivity")
 
-#: Feature columns converted to float64 at once when building Gram matrices of wide layers.
-_FEATURE_BLOCK = 4096
+#: Bytes of one float64 work array of a feature block when building Gram matrices of wide layers;
+#: a block holds ``clip(_BLOCK_BYTES // (8 * n_stimuli), 256, 4096)`` feature columns.
+_BLOCK_BYTES = 1 << 20
+#: A column's one-pass training variance is trusted when it keeps at least this fraction of the
+#: training second moment about the full-set mean (else it is recomputed in two passes).
+_VAR_TRUST = 1e-2
 
 
 # -- helpers shared with the cka metric ------------------------------------------------------
@@ -173,6 +181,168 @@ def _standardized(x: np.ndarray, train: np.ndarray, standardize: bool) -> np.nda
     return xb
 
 
+def _check_finite(x: np.ndarray, layer: str) -> None:
+    if not np.isfinite(np.asarray(x).sum(axis=0, dtype=np.float64)).all():
+        raise DataError(f"Layer '{layer}' has NaN/inf activations; re-extract it (clear the cache).")
+
+
+def _blas_threads() -> int:
+    """Threads the BLAS libraries may use now (the least of their threadpoolctl limits), at least 1.
+
+    The least, because a library loaded after ``threadpool_limits(1)`` was entered keeps its default.
+    """
+    from threadpoolctl import threadpool_info
+
+    counts = [int(info.get("num_threads") or 1) for info in threadpool_info() if info.get("user_api") == "blas"]
+    return max(1, min(counts, default=1))
+
+
+def fold_grams(x: np.ndarray, splits: list, *, standardize: bool = True, order: np.ndarray | None = None,
+               layer: str = "layer", block: int | None = None, workers: int | None = None) -> np.ndarray:
+    """Gram matrices of a wide layer z-scored with each fold's training statistics, in one pass.
+
+    For fold ``f`` with training rows ``train_f`` the features are
+    ``Z_f = (X - mu_f) / sd_f`` (``mu_f``, ``sd_f``: mean and population
+    standard deviation of the training rows; ``sd_f = 1`` where it is at
+    rounding level, so constant features stay ~0) and the result holds
+    ``G_f = Z_f Z_f^T`` over *all* stimuli: ``G_f[train, train]`` is the
+    training kernel and ``G_f[test, train]`` the test-train cross kernel.
+
+    The layer is read once, in blocks of feature columns, each converted to
+    float64 once and centred once by its full-set mean ``m``; every fold then
+    costs one scaling pass and one symmetric rank-``block`` update:
+    with ``Y = X - m``, ``delta_f = mu_f - m`` and ``s_f = 1 / sd_f``,
+    ``G_f = (Y s_f)(Y s_f)^T - r_f 1^T - 1 r_f^T + c_f`` where
+    ``r_f = Y (s_f^2 delta_f)`` and ``c_f = sum(s_f^2 delta_f^2)``. The
+    training sums of all folds come from products with the fold masks. A
+    column's training variance is taken about ``m`` (one pass) when that
+    keeps at least :data:`_VAR_TRUST` of the second moment, i.e.
+    ``delta_f^2 <= 99 var_f`` (so the correction loses < 2 digits); otherwise
+    (e.g. columns constant on the training rows) its mean and standard
+    deviation are recomputed from the training rows in two passes and the
+    column is centred exactly. The z-scores therefore equal those of
+    :func:`_standardized` to rounding.
+
+    Parameters
+    ----------
+    x : ndarray, (n_stimuli, n_features)
+        Activations (any float dtype, memory-mapped is fine).
+    splits : list of (train, test) int index arrays
+    standardize : bool
+        Scale by the training standard deviation (always centred).
+    order : ndarray of int, (n_stimuli,), optional
+        Row order applied to ``x`` block by block (``x[order]`` without copying the layer).
+    layer : str
+        Layer name for error messages.
+    block : int, optional
+        Feature columns per block (default from :data:`_BLOCK_BYTES`).
+    workers : int, optional
+        Threads sharing the blocks (each with single-threaded BLAS); default the
+        current BLAS thread limit, so ``threadpoolctl.threadpool_limits(1)`` makes
+        it serial. Results are deterministic for a given number of workers and
+        agree across numbers of workers to rounding.
+
+    Returns
+    -------
+    ndarray, (n_folds, n_stimuli, n_stimuli) float64
+
+    Notes
+    -----
+    Memory: ``workers * (n_folds * n^2 + ~4 * n * block)`` float64 values;
+    time: ``n_folds * n^2 * n_features / 2`` multiply-adds (BLAS syrk); without
+    ``standardize`` the folds share one ``Y Y^T`` (``n^2 * n_features / 2``).
+    """
+    n, p = x.shape
+    if block is None:
+        block = int(np.clip(_BLOCK_BYTES // (8 * n), 256, 4096))
+    starts = list(range(0, p, block))
+    if workers is None:
+        workers = min(_blas_threads(), os.cpu_count() or 1)
+    workers = max(1, min(int(workers), len(starts)))
+    mask = np.zeros((len(splits), n))
+    for f, (train, _) in enumerate(splits):
+        mask[f, train] = 1.0
+    task = functools.partial(_gram_blocks, x, splits, mask, standardize=standardize, order=order, layer=layer,
+                             block=block)
+    if workers == 1:
+        grams, r, c = task(starts)
+    else:  # static round-robin share of the blocks: deterministic sums
+        from concurrent.futures import ThreadPoolExecutor
+
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(task, [starts[w::workers] for w in range(workers)]))
+        grams, r, c = (sum(part[i] for part in parts[1:]) + parts[0][i] for i in range(3))
+    for f in range(len(splits)):  # centre every fold at its training mean: (Y - delta_f) s_f
+        grams[f] -= r[:, f][:, None] + r[:, f][None, :] - c[f]
+    return grams
+
+
+def _gram_blocks(x: np.ndarray, splits: list, mask: np.ndarray, starts: list[int], *, standardize: bool,
+                 order: np.ndarray | None, layer: str,
+                 block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sums over the feature blocks at ``starts`` of ``(Y s_f)(Y s_f)^T``, ``Y (s_f^2 delta_f)`` and
+    ``sum(s_f^2 delta_f^2)``; shapes (F, n, n), (n, F), (F,). See :func:`fold_grams`."""
+    n_folds, n = mask.shape
+    n_train = mask.sum(axis=1)[:, None]  # (F, 1)
+    eps = np.finfo(np.float64).eps
+    grams = np.zeros((n_folds, n, n))
+    r = np.zeros((n, n_folds))
+    c = np.zeros(n_folds)
+    shared = np.zeros((n, n))  # standardize=False: Y Y^T, common to every fold
+    zbuf = np.empty(n * min(block, x.shape[1]))
+    for start in starts:  # feature blocks outer: each read and converted once
+        xb = np.asarray(x[:, start:start + block], dtype=np.float64)
+        if order is not None:
+            xb = xb[order]
+        b = xb.shape[1]
+        m = xb.sum(axis=0) / n
+        if not np.isfinite(m).all():
+            raise DataError(f"Layer '{layer}' has NaN/inf activations; re-extract it (clear the cache).")
+        y = xb - m
+        delta = (mask @ y) / n_train  # (F, b): training mean minus full-set mean
+        second = (mask @ (y * y)) / n_train  # (F, b): training second moment about m
+        var = second - delta * delta
+        # cancellation (e.g. a column constant on the training rows): centre exactly; columns equal to m
+        # on every training row (second == 0, e.g. all-zero columns) are already exact
+        unsure = ~(var > _VAR_TRUST * second) & (second > 0.0)
+        mu = m + delta
+        sd = np.sqrt(np.maximum(var, 0.0))
+        exact = {}
+        for f in np.flatnonzero(unsure.any(axis=1)):  # a few folds; columns vectorised
+            cols = np.flatnonzero(unsure[f])
+            xs = xb[np.ix_(splits[f][0], cols)]
+            mean = xs.mean(axis=0)
+            mu[f, cols] = mean
+            sd[f, cols] = (xs - mean).std(axis=0)
+            delta[f, cols] = 0.0  # centred exactly below: no correction
+            exact[f] = cols
+        if standardize:
+            sd[sd <= eps * np.maximum(np.abs(mu), 1.0)] = 1.0
+            scale = 1.0 / sd
+        else:
+            scale = np.ones_like(sd)
+        weighted = scale * scale * delta  # (F, b)
+        r += y @ weighted.T
+        c += np.einsum("fj,fj->f", weighted, delta)
+        if not standardize:  # every fold shares Y Y^T; only the exactly centred columns differ
+            shared += y @ y.T
+            for f, cols in exact.items():
+                zc, yc = xb[:, cols] - mu[f, cols], y[:, cols]
+                grams[f] += zc @ zc.T - yc @ yc.T
+            continue
+        z = zbuf[:n * b].reshape(n, b)
+        for f in range(n_folds):  # K folds, each one pass over the block and one rank-b update
+            np.multiply(y, scale[f], out=z)
+            cols = exact.get(f)
+            if cols is not None:
+                z[:, cols] = (xb[:, cols] - mu[f, cols]) * scale[f, cols]
+            grams[f] += z @ z.T  # symmetric rank-b update (BLAS syrk)
+    grams += shared
+    return grams, r, c
+
+
 class LinearPredictivityMetric(MetricPlugin):
     """Cross-validated linear predictivity of every site from every layer (Brain-Score style).
 
@@ -232,32 +402,39 @@ class LinearPredictivityMetric(MetricPlugin):
 
     # -- one layer ---------------------------------------------------------------------------
     def _layer(self, x: np.ndarray, y: np.ndarray, splits: list, labels: np.ndarray | None,
-               seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               seed: int, order: np.ndarray | None = None,
+               layer: str = "layer") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Held-out and training-fold r per fold and site, and the chosen penalties.
 
-        Returns r_test, r_train, alpha, each (n_folds, n_sites) float64 (alpha NaN for PLS).
+        ``x`` is the layer (n_stimuli, n_features) in activation order; ``order``
+        puts its rows in target order. Returns r_test, r_train, alpha, each
+        (n_folds, n_sites) float64 (alpha NaN for PLS).
         """
         n_folds, n_sites = len(splits), y.shape[1]
         r_test = np.empty((n_folds, n_sites))
         r_train = np.empty((n_folds, n_sites))
         alpha = np.full((n_folds, n_sites), np.nan)
         p = x.shape[1]
+        wide = [self.regression == "ridge" and p > train.size for train, _ in splits]
+        grams = xf = None
+        if any(wide):  # wide layer: kernels of every fold from one blockwise pass over the layer
+            grams = fold_grams(x, [s for s, w in zip(splits, wide) if w], standardize=self.standardize,
+                               order=order, layer=layer)
+            gram_of = {f: g for f, g in zip(np.flatnonzero(wide), grams)}
+        if not all(wide):
+            xf = np.asarray(x, dtype=np.float64)  # converted once for all folds
+            xf = xf if order is None else xf[order]
+            _check_finite(xf, layer)
         for f, (train, test) in enumerate(splits):  # K folds; each vectorised over sites
             inner_seed = seed + 1 + f
             fold_labels = None if labels is None else labels[train]
-            if self.regression == "ridge" and p > train.size:
-                k_train = np.zeros((train.size, train.size))
-                k_test = np.zeros((test.size, train.size))
-                for start in range(0, p, _FEATURE_BLOCK):  # wide layer: stream feature blocks
-                    xb = _standardized(x[:, start:start + _FEATURE_BLOCK], train, self.standardize)
-                    xt = xb[train]
-                    k_train += xt @ xt.T
-                    k_test += xb[test] @ xt.T
-                res = fit_predict(k_train, y[train], k_test, alphas=self.alphas, selection=self.alpha_selection,
-                                  inner_splits=self.inner_splits, seed=inner_seed, labels=fold_labels,
-                                  precomputed=True)
+            if wide[f]:
+                g = gram_of[f]
+                res = fit_predict(g[np.ix_(train, train)], y[train], g[np.ix_(test, train)], alphas=self.alphas,
+                                  selection=self.alpha_selection, inner_splits=self.inner_splits,
+                                  seed=inner_seed, labels=fold_labels, precomputed=True)
             else:
-                xs = _standardized(x, train, self.standardize)
+                xs = _standardized(xf, train, self.standardize)
                 if self.regression == "ridge":
                     res = fit_predict(xs[train], y[train], xs[test], alphas=self.alphas,
                                       selection=self.alpha_selection, inner_splits=self.inner_splits,
@@ -318,11 +495,8 @@ class LinearPredictivityMetric(MetricPlugin):
         r_test = np.empty((n_layers, n_folds, n_sites))
         r_train = np.empty((n_layers, n_folds, n_sites))
         alphas = np.empty((n_layers, n_folds, n_sites))
-        for li, (layer, arr) in enumerate(activations.items()):
-            x = arr if order is None else arr[order]
-            if not np.isfinite(np.asarray(x).sum(axis=0, dtype=np.float64)).all():
-                raise DataError(f"Layer '{layer}' has NaN/inf activations; re-extract it (clear the cache).")
-            r_test[li], r_train[li], alphas[li] = self._layer(x, y, splits, labels, seed)
+        for li, (layer, arr) in enumerate(activations.items()):  # finiteness is checked while reading
+            r_test[li], r_train[li], alphas[li] = self._layer(arr, y, splits, labels, seed, order, layer)
             log.debug("linear-predictivity: layer %s done", layer)
         return self._assemble(layers, target, groups, headline_areas, r_test, r_train, alphas, ceiling,
                               stratified, n)
