@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("framework: interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into `head` and the like
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        except OSError:
+            pass
+        return EXIT_OK
     except Exception as exc:  # last resort: one line, traceback only with --verbose
         if getattr(args, "verbose", False):
             raise

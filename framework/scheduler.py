@@ -204,11 +204,7 @@ def _resolve_metrics(config: RunConfig, registry: Registry, target_kind: str) ->
 def _resolve_models(config: RunConfig, registry: Registry) -> list[ModelChoice]:
     names = _expand(config.models, registry.names("model"), "model", "--models")
     for name in names:
-        spec, _ = registry.resolve("model", name, option="--models")
-        if spec.is_family:
-            checker = getattr(spec.load_factory(), "check_name", None)
-            if checker is not None:
-                checker(name[: -len(RANDOM_SUFFIX)] if name.endswith(RANDOM_SUFFIX) else name)
+        registry.resolve("model", name, option="--models")
     for option, table in (("weights_files", config.weights_files), ("layers", config.layers),
                           ("model_params", config.model_params)):
         for key in table:
@@ -223,9 +219,18 @@ def _resolve_models(config: RunConfig, registry: Registry) -> list[ModelChoice]:
             raise DataError(f"Weights file '{wf}' for model '{name}' does not exist (option --weights-file); "
                             "give the path of a .safetensors, .pt or .pth file.")
         layers = config.layers.get(name, config.layers.get("*"))
-        choices.append(ModelChoice(name, weights, Path(wf) if wf else None, layers,
-                                   dict(config.model_params.get(name, {}))))
+        choice = ModelChoice(name, weights, Path(wf) if wf else None, layers, dict(config.model_params.get(name, {})))
+        # Model plugins validate their name (e.g. a timm network) and parameters on construction,
+        # which is cheap (weights load lazily): a typo fails here, before any work.
+        _build_model(registry, choice, config.seed)
+        choices.append(choice)
     return choices
+
+
+def _build_model(registry: Registry, choice: ModelChoice, seed: int) -> ModelPlugin:
+    overrides: dict[str, Any] = {} if choice.name.endswith(RANDOM_SUFFIX) else {"weights": choice.weights}
+    return registry.create("model", choice.name, **overrides, weights_file=choice.weights_file, seed=seed,
+                           **choice.params)
 
 
 def plan_run(config: RunConfig, registry: Registry | None = None) -> Plan:
@@ -387,21 +392,19 @@ class Scheduler:
     def _activations(self, choice: ModelChoice) -> tuple[Activations, WeightsInfo, dict[str, Any]]:
         from framework.activation_cache import ActivationCache
 
-        registry_model: ModelPlugin = self._registry.create(
-            "model", choice.name, **({"weights": choice.weights} if not choice.name.endswith(RANDOM_SUFFIX) else {}),
-            weights_file=choice.weights_file, seed=self.plan.config.seed, **choice.params)
-        layers = choice.layers or registry_model.default_layers()
-        known = registry_model.layers()
+        model = _build_model(self._registry, choice, self.plan.config.seed)
+        layers = choice.layers or model.default_layers()
+        known = model.layers()
         for layer in layers:
             if layer not in known:
                 raise unknown_name_error("layer", layer, known, option=f"--layers for '{choice.name}'",
                                          error_cls=ConfigError)
-        weights = registry_model.weights_info()
+        weights = model.weights_info()
         cache = ActivationCache(self.cache_root / "activations")
-        key = cache.key(choice.name, choice.params, weights, list(layers), registry_model.preprocessing(),
+        key = cache.key(choice.name, choice.params, weights, list(layers), model.preprocessing(),
                         self.plan.dataset.digest, self.plan.config.reduction)
-        info = {"activations_key": key, "layers": list(layers), "preprocessing": registry_model.preprocessing(),
-                "plugin_version": registry_model.version()}
+        info = {"activations_key": key, "layers": list(layers), "preprocessing": model.preprocessing(),
+                "plugin_version": model.version()}
         cached = cache.get(key)
         if cached is not None:
             info["extraction"] = "cache"
@@ -409,7 +412,7 @@ class Scheduler:
         n = len(self.plan.dataset.stimuli)
         t0 = time.perf_counter()
         with self.progress.bar(n, f"{choice.name}: activations", unit="img") as bar:
-            acts = cache.extract(registry_model, self.plan.dataset.stimuli, list(layers), key=key,
+            acts = cache.extract(model, self.plan.dataset.stimuli, list(layers), key=key,
                                  batch_size=self.plan.config.batch_size, progress=bar.update_to,
                                  reduction=self.plan.config.reduction)
         info["extraction"] = f"{time.perf_counter() - t0:.2f} s"

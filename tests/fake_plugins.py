@@ -54,10 +54,9 @@ class FakeModel(ModelPlugin):
                  fail: bool = False, pretrained_available: bool = False) -> None:
         self.name = name
         self.fail = fail
+        self._missing = weights == "pretrained" and not pretrained_available and weights_file is None
         if weights_file is not None:
             self._source = "file"
-        elif weights == "pretrained" and not pretrained_available:
-            raise DataError(f"Pretrained weights of '{name}' are not available offline; give --weights-file.")
         elif weights == "random" or not pretrained_available:
             self._source = "random"
         else:
@@ -76,6 +75,8 @@ class FakeModel(ModelPlugin):
         return {"pixels": (8, 8, 3), "means": (3,), "proj": (5,)}
 
     def weights_info(self) -> WeightsInfo:
+        if self._missing:  # like the real plugins, weights are resolved lazily
+            raise DataError(f"Pretrained weights of '{self.name}' are not available offline; give --weights-file.")
         label = f"random init (seed {self.seed})" if self._source == "random" else self._source
         return WeightsInfo(self._source, label, digest_of(self._proj), self.seed if self._source == "random" else None)
 

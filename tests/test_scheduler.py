@@ -134,3 +134,13 @@ def test_missing_dataset_path(fake_registry, tmp_path):
 
     with pytest.raises(DataError, match=r"Dataset file '.*nope\.toml' does not exist"):
         run(_config(tmp_path, dataset=str(tmp_path / "nope.toml")), registry=fake_registry)
+
+
+def test_bad_model_parameters_fail_before_any_work(tmp_path):
+    from framework.errors import FrameworkError
+    from framework.registry import get_plugin_manager, load_registry
+
+    registry = load_registry(get_plugin_manager(entry_points=False))
+    with pytest.raises(FrameworkError, match=r"Unknown model 'timm:resnt18'.*'timm:resnet18'"):
+        run(RunConfig(models=["timm:resnt18"], store=tmp_path / "s", progress=False), registry=registry)
+    assert not (tmp_path / "s").exists()
