@@ -17,9 +17,9 @@ import scipy.stats
 
 from framework.errors import ConfigError, DataError
 from plugins.metrics import _permutation, _rdm
+from framework.stats import fdr_bh
 from plugins.metrics._permutation import (
     draw_permutations,
-    fdr_bh,
     inverse_permutations,
     min_exceedances_to_stop,
     pair_gather_index,

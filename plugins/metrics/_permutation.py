@@ -184,33 +184,6 @@ def min_exceedances_to_stop(alpha: float, n_permutations: int) -> int:
     return int(math.floor(alpha * n_permutations)) + 1
 
 
-def fdr_bh(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q-values); NaNs are ignored and kept.
-
-    Parameters
-    ----------
-    p : ndarray, any shape
-
-    Returns
-    -------
-    ndarray, same shape, float64
-    """
-    p = np.asarray(p, dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    flat = p.ravel()
-    ok = np.flatnonzero(np.isfinite(flat))
-    m = ok.size
-    if m == 0:
-        return out
-    order = np.argsort(flat[ok], kind="stable")
-    ranked = flat[ok][order] * m / np.arange(1, m + 1)
-    q = np.minimum.accumulate(ranked[::-1])[::-1]
-    res = np.empty(m)
-    res[order] = np.minimum(q, 1.0)
-    out.ravel()[ok] = res
-    return out
-
-
 @dataclass
 class PermutationResult:
     """Outcome of :func:`permutation_test` for every (site, layer) cell.

@@ -19,7 +19,7 @@ from framework.contracts import MetricPlugin
 from framework.errors import DataError
 from framework.types import Activations, Responses, Score, Target
 from framework.validation import check_option
-from plugins.metrics._permutation import fdr_bh
+from framework.stats import fdr_bh
 from plugins.metrics.rsa import check_bool, check_fraction, check_int, site_rsa
 
 log = logging.getLogger("framework.metrics.alignment")

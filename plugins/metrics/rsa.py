@@ -27,7 +27,8 @@ from framework.errors import ConfigError, DataError
 from framework.types import Activations, BrainRDMs, Responses, Score, Target
 from framework.validation import check_option
 from plugins.metrics import _rdm
-from plugins.metrics._permutation import ALTERNATIVES, fdr_bh, permutation_test
+from framework.stats import fdr_bh
+from plugins.metrics._permutation import ALTERNATIVES, permutation_test
 
 log = logging.getLogger("framework.metrics.rsa")
 

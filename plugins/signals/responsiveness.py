@@ -15,6 +15,7 @@ from scipy.special import ndtr
 from scipy.stats import rankdata
 
 from framework.errors import ConfigError
+from framework.stats import fdr_bh
 
 log = logging.getLogger("framework.signals.responsiveness")
 
@@ -100,36 +101,6 @@ def wilcoxon_greater(d: np.ndarray, *, method: str = "auto") -> tuple[np.ndarray
     return r_plus, p
 
 
-def bh_fdr(pvalues: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (as :func:`scipy.stats.false_discovery_control`).
-
-    Parameters
-    ----------
-    pvalues : ndarray, (n_tests,) float
-        NaN entries are ignored (and stay NaN); the family is the finite rest.
-
-    Returns
-    -------
-    adjusted : ndarray, (n_tests,) float64
-        ``min_{j >= i} p_(j) m / j`` in sorted order, capped at 1. A test is
-        significant at level q when ``adjusted <= q``.
-    """
-    p = np.asarray(pvalues, dtype=np.float64).ravel()
-    out = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    m = int(ok.sum())
-    if m == 0:
-        return out
-    pv = p[ok]
-    order = np.argsort(pv, kind="stable")
-    scaled = pv[order] * m / np.arange(1, m + 1)
-    adj = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
-    res = np.empty(m)
-    res[order] = adj
-    out[ok] = res
-    return out
-
-
 def responsive_sites(window_power: np.ndarray, baseline_power: np.ndarray, *, q: float = 0.05,
                      method: str = "auto") -> dict[str, np.ndarray]:
     """Sites whose window power exceeds baseline power over stimuli, BH-FDR over sites.
@@ -152,5 +123,5 @@ def responsive_sites(window_power: np.ndarray, baseline_power: np.ndarray, *, q:
         raise ConfigError(f"FDR level q must be in (0, 1), got {q}; use e.g. fdr_q=0.05.")
     d = np.asarray(window_power, np.float64) - np.asarray(baseline_power, np.float64)
     stat, p = wilcoxon_greater(d, method=method)
-    adj = bh_fdr(p)
+    adj = fdr_bh(p)
     return {"statistic": stat, "pvalue": p, "adjusted": adj, "responsive": np.nan_to_num(adj, nan=1.0) <= q}
