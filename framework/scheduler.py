@@ -221,10 +221,20 @@ def _resolve_models(config: RunConfig, registry: Registry) -> list[ModelChoice]:
         layers = config.layers.get(name, config.layers.get("*"))
         choice = ModelChoice(name, weights, Path(wf) if wf else None, layers, dict(config.model_params.get(name, {})))
         # Model plugins validate their name (e.g. a timm network) and parameters on construction,
-        # which is cheap (weights load lazily): a typo fails here, before any work.
-        _build_model(registry, choice, config.seed)
+        # which is cheap (weights load lazily), and list their layers without weights: a typo in a
+        # name or a layer fails here, before any work.
+        model = _build_model(registry, choice, config.seed)
+        if layers:
+            _check_layers(model, layers, name)
         choices.append(choice)
     return choices
+
+
+def _check_layers(model: ModelPlugin, layers: list[str], name: str) -> None:
+    known = model.layers()
+    for layer in layers:
+        if layer not in known:
+            raise unknown_name_error("layer", layer, known, option=f"--layers for '{name}'", error_cls=ConfigError)
 
 
 def _build_model(registry: Registry, choice: ModelChoice, seed: int) -> ModelPlugin:
@@ -394,11 +404,7 @@ class Scheduler:
 
         model = _build_model(self._registry, choice, self.plan.config.seed)
         layers = choice.layers or model.default_layers()
-        known = model.layers()
-        for layer in layers:
-            if layer not in known:
-                raise unknown_name_error("layer", layer, known, option=f"--layers for '{choice.name}'",
-                                         error_cls=ConfigError)
+        _check_layers(model, layers, choice.name)
         weights = model.weights_info()
         cache = ActivationCache(self.cache_root / "activations")
         key = cache.key(choice.name, choice.params, weights, list(layers), model.preprocessing(),

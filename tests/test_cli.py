@@ -45,6 +45,12 @@ def test_unknown_metric_and_signal(tmp_path):
     assert "Unknown metric 'rsq'" in line and "'rsa'" in line
 
 
+def test_unknown_layer(tmp_path):
+    line = _one_error_line(_framework("run", "--models", "alexnet", "--layers", "conv1,conv9", "--store",
+                                      str(tmp_path)))
+    assert "Unknown layer 'conv9'" in line and "--layers for 'alexnet'" in line and "conv1," in line
+
+
 def test_missing_dataset_path(tmp_path):
     line = _one_error_line(_framework("run", "--dataset", str(tmp_path / "missing.toml"), "--store", str(tmp_path)))
     assert "missing.toml' does not exist" in line
