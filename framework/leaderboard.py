@@ -155,7 +155,8 @@ def render_markdown(boards: list[Board]) -> str:
         if b.headline:
             lines.append(f"Headline: {b.headline}")
             lines.append("")
-        lines.append("Models ranked by the mean of the headline over signals.")
+        lines.append("Models ranked by the mean of the headline over signals (signals without a value, e.g. no "
+                     "significant pair, are left out of the mean and shown as —).")
         lines.append("")
         header = ["rank", "model", "weights", "mean", "best signal", *b.signals]
         lines.append("| " + " | ".join(header) + " |")
@@ -260,8 +261,8 @@ def render_html(boards: list[Board], *, title: str = "Leaderboard") -> str:
         headline = f"<p class='headline'>Headline: {html.escape(b.headline)}</p>" if b.headline else ""
         sections.append(
             f"<section><h2>{html.escape(b.metric)} on {html.escape(b.dataset)}</h2>{headline}"
-            f"<p>Models ranked by the mean of the headline value over {len(b.signals)} signal(s); "
-            f"cells shaded by value (hover for the noise ceiling).</p>{_svg_bars(b)}{_html_table(b)}</section>")
+            f"<p>Models ranked by the mean of the headline value over {len(b.signals)} signal(s) (signals "
+            f"without a value are left out); cells shaded by value (hover for the noise ceiling).</p>{_svg_bars(b)}{_html_table(b)}</section>")
     if not sections:
         sections.append("<p>No scores in the store yet.</p>")
     style = ("body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;"
