@@ -267,6 +267,10 @@ class HookedTorchModel(ModelPlugin):
 
     plugin_version = "1"
     library = "torch"
+    #: Whether a failed pretrained load may have modified the module passed to
+    #: :meth:`_load_pretrained` (then ``weights="auto"`` rebuilds it before falling back
+    #: to random init). Loaders that raise before touching it set this to False.
+    pretrained_failure_may_touch_module: bool = True
 
     def __init__(self, *, name: str, weights: str = "auto", weights_file: str | Path | None = None,
                  seed: int = 0, layers: Sequence[str] | None = None) -> None:
@@ -353,7 +357,8 @@ class HookedTorchModel(ModelPlugin):
                 raise
             log.warning("Model '%s': pretrained weights unavailable, using random init (seed %d). %s",
                         self.name, self.seed, exc)
-            self._module = None  # a failed load may have touched the parameters: rebuild
+            if self.pretrained_failure_may_touch_module:
+                self._module = None  # a failed load may have touched the parameters: rebuild
             return self._random_info(f"weights='auto' fell back to random init: {exc}")
         new_module.eval()
         self._module = new_module

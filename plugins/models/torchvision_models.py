@@ -95,6 +95,9 @@ class TorchvisionModel(HookedTorchModel):
 
     library = "torchvision"
 
+    #: The loader raises before loading anything into the module (see HookedTorchModel).
+    pretrained_failure_may_touch_module = False
+
     def __init__(self, *, name: str, arch: str, weights: str = "auto", weights_file: str | Path | None = None,
                  seed: int = 0, layers: list[str] | None = None) -> None:
         super().__init__(name=name, weights=weights, weights_file=weights_file, seed=seed, layers=layers)
