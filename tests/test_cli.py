@@ -121,3 +121,17 @@ def test_killed_run_resumes_without_recomputing_or_duplicating(tmp_path):
         total = conn.execute("select count(*) from scores").fetchone()[0]
     assert total == 4 and len(after) == 4
     assert all(after[k] == v for k, v in before.items())     # finished cells were not recomputed
+
+
+def test_config_file_drives_the_run(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('dataset = "fake-responses"\nmodels = ["fake-net"]\nsignals = ["fake-signal"]\n'
+                   'metrics = ["fake-corr"]\nstore = "out"\nseed = 3\n'
+                   '[metric_params.fake-corr]\nfail_on_signal_sign = "resp-neg"\n')
+    proc = _framework("run", "--config", str(cfg), "--no-progress", env=_env(FRAMEWORK_PLUGINS="fake_plugins"))
+    assert proc.returncode == 1, proc.stderr
+    assert "fake-net × resp-neg × fake-corr" in proc.stderr and "simulated metric failure" in proc.stderr
+    with sqlite3.connect(tmp_path / "out" / "results.sqlite") as conn:    # store relative to the file
+        rows = conn.execute("select signal, status, provenance from scores").fetchall()
+    assert sorted((s, st) for s, st, _ in rows) == [("resp", "ok"), ("resp-neg", "error")]
+    assert all('"seed": 3' in prov for s, st, prov in rows if st == "ok")
