@@ -291,3 +291,15 @@ def test_trial_stimuli_reads_metadata_or_events():
                               columns={"stimulus": "image"}))
     with pytest.raises(DataError, match="subject 's1' have metadata without a 'stimulus' column"):
         trial_stimuli(ep2, "subject 's1'")
+
+
+def test_threads_do_not_change_results():
+    from plugins.signals._power import window_power
+
+    rng = np.random.default_rng(5)
+    data = rng.standard_normal((37, 768))
+    freqs = np.array([6.0, 12.0, 40.0, 100.0])
+    args = (data, 512.0, freqs, np.array([3.0, 4.0, 7.0, 7.0]), [(0, 205), (281, 384)])
+    one = window_power(*args, workers=1, batch_bytes=1 << 16)
+    two = window_power(*args, workers=2, batch_bytes=1 << 16)
+    assert np.array_equal(one, two)

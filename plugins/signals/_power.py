@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.fft
+from threadpoolctl import threadpool_limits
 
 log = logging.getLogger("framework.signals.power")
 
@@ -70,7 +72,7 @@ def window_power(data: np.ndarray, sfreq: float, freqs: np.ndarray, n_cycles: np
     batch_bytes : int
         Scratch memory per batch of (signals x frequencies x FFT length), bytes.
     workers : int
-        Threads for :mod:`scipy.fft`.
+        Threads, each computing whole batches of signals (results do not depend on it).
 
     Returns
     -------
@@ -105,7 +107,8 @@ def window_power(data: np.ndarray, sfreq: float, freqs: np.ndarray, n_cycles: np
     per_row = max(nfft * 8 * len(idx) for idx, nfft in groups)
     s_batch = int(max(1, min(n_signals, batch_bytes // per_row)))
     ffts = [np.stack([scipy.fft.fft(wavelets[i], nfft) for i in idx]).astype(np.complex64) for idx, nfft in groups]
-    for s0 in range(0, n_signals, s_batch):
+
+    def run_batch(s0: int) -> None:
         x = np.asarray(data[s0:s0 + s_batch], dtype=np.float32)
         if pad:
             x = np.pad(x, ((0, 0), (pad, pad)), mode="reflect")
@@ -113,8 +116,8 @@ def window_power(data: np.ndarray, sfreq: float, freqs: np.ndarray, n_cycles: np
         for (idx, nfft), fw in zip(groups, ffts):
             half_g = int(halves[idx].max())
             start = pad + zpad + lo - half_g  # segment holding every input the outputs need
-            fx = scipy.fft.fft(x[:, start:start + span + 2 * half_g], nfft, axis=-1, workers=workers)
-            conv = scipy.fft.ifft(fx[:, None, :] * fw[None], axis=-1, workers=workers, overwrite_x=True)
+            fx = scipy.fft.fft(x[:, start:start + span + 2 * half_g], nfft, axis=-1)
+            conv = scipy.fft.ifft(fx[:, None, :] * fw[None], axis=-1, overwrite_x=True)
             for j, i in enumerate(idx):
                 # "same" output at padded index p is full[p + half_i]; p = start + half_g + k, k in [0, span)
                 first = half_g + int(halves[i])
@@ -122,6 +125,19 @@ def window_power(data: np.ndarray, sfreq: float, freqs: np.ndarray, n_cycles: np
                 pw = np.abs(c)
                 pw *= pw
                 out[s0:s0 + s_batch, i, :] = pw @ avg
+
+    # Batches write disjoint rows of ``out`` and are computed identically whatever the thread
+    # count (FFTs release the GIL; BLAS is single-threaded in every batch), so results are
+    # bit-identical for any ``workers``.
+    starts = range(0, n_signals, s_batch)
+    with threadpool_limits(1, user_api="blas"):
+        if workers <= 1:
+            for s0 in starts:
+                run_batch(s0)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for future in [pool.submit(run_batch, s0) for s0 in starts]:
+                    future.result()
     return out
 
 

@@ -32,6 +32,7 @@ Missing data policy
 from __future__ import annotations
 
 import logging
+import os
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -129,8 +130,9 @@ class BandPowerSignal(SignalPlugin):
         Mirror-pad each trial by the longest wavelet half-length before the
         transform so that its zero-padding edge artefact does not reach the
         baseline; "none" reproduces ``tfr_array_morlet`` exactly.
-    n_jobs : int
-        FFT threads.
+    n_jobs : int or None
+        Threads computing batches of trials; None (default) uses every core. Results are
+        bit-identical for any value, so it is not part of the signal's parameters.
     """
 
     accepts = frozenset({"epochs"})
@@ -142,7 +144,7 @@ class BandPowerSignal(SignalPlugin):
                  reduction: str = "max-subband", subband_width: float = 10.0, freq_step: float = 2.0,
                  log: bool = False, zscore: bool = False, responsive_only: bool = False, fdr_q: float = 0.05,
                  bipolar: bool = False, reject_trials: bool = False, reject_threshold: float = 10.0,
-                 notch: float | None = None, notch_width: float = 4.0, pad: str = "reflect", n_jobs: int = 1,
+                 notch: float | None = None, notch_width: float = 4.0, pad: str = "reflect", n_jobs: int | None = None,
                  **unknown: Any) -> None:
         if unknown:
             bad = sorted(unknown)[0]
@@ -181,8 +183,10 @@ class BandPowerSignal(SignalPlugin):
             raise ConfigError(f"band-power: notch must be a line frequency in Hz (50 or 60) or None, got {notch!r}.")
         if pad not in ("reflect", "none"):
             raise ConfigError(f"band-power: pad must be 'reflect' or 'none', got {pad!r}.")
+        if n_jobs is None:
+            n_jobs = os.cpu_count() or 1
         if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
-            raise ConfigError(f"band-power: n_jobs must be an integer >= 1, got {n_jobs!r}.")
+            raise ConfigError(f"band-power: n_jobs must be an integer >= 1 (or None for every core), got {n_jobs!r}.")
         for pname, value in (("log", log), ("zscore", zscore), ("responsive_only", responsive_only),
                              ("bipolar", bipolar), ("reject_trials", reject_trials)):
             if not isinstance(value, bool):
