@@ -505,20 +505,17 @@ class LinearPredictivityMetric(MetricPlugin):
                 n: int) -> np.ndarray | None:
         if not self.stratify:
             return None
-        labels = activations.info.get("labels")
-        if labels is not None:
+        # Category labels come with the activations (rows in activation order) or the responses.
+        for owner, info, reorder in (("activations", activations.info, order), ("responses", target.info, None)):
+            labels = info.get("labels")
+            if labels is None:
+                continue
             labels = np.asarray(labels)
             if labels.shape != (n,):
-                raise DataError(f"activations.info['labels'] has shape {labels.shape}; expected ({n},), one "
-                                "category per stimulus. Fix the activations' labels.")
-            return labels if order is None else labels[order]
-        labels = target.info.get("labels")
-        if labels is not None:
-            labels = np.asarray(labels)
-            if labels.shape != (n,):
-                raise DataError(f"responses.info['labels'] has shape {labels.shape}; expected ({n},), one "
-                                "category per stimulus. Fix the signal's labels.")
-        return labels
+                raise DataError(f"{owner}.info['labels'] has shape {labels.shape}; expected ({n},), one "
+                                f"category per stimulus. Fix the {owner}' labels.")
+            return labels if reorder is None else labels[reorder]
+        return None
 
     def _assemble(self, layers: tuple[str, ...], target: Responses, groups: dict[str, np.ndarray],
                   headline_areas: tuple[str, ...], r_test: np.ndarray, r_train: np.ndarray,
