@@ -135,3 +135,22 @@ def test_config_file_drives_the_run(tmp_path):
         rows = conn.execute("select signal, status, provenance from scores").fetchall()
     assert sorted((s, st) for s, st, _ in rows) == [("resp", "ok"), ("resp-neg", "error")]
     assert all('"seed": 3' in prov for s, st, prov in rows if st == "ok")
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_cells_and_says_how_to_resume(tmp_path):
+    env = _env(FRAMEWORK_PLUGINS="fake_plugins")
+    args = ["run", "--dataset", "fake-responses", "--models", "fake-net,fake-net2", "--signals", "fake-signal",
+            "--metrics", "fake-corr", "--metric-param", "fake-corr.sleep=0.7", "--store", str(tmp_path),
+            "--no-progress"]
+    db = tmp_path / "results.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "framework.cli", *args], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while _count(db) < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted; finished cells are saved" in err and "Traceback" not in err
+    assert 1 <= _count(db) < 4
