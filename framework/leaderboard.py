@@ -15,13 +15,12 @@ from __future__ import annotations
 import csv
 import html
 import math
-import os
-import tempfile
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from framework.fileio import atomic_file
 from framework.store import ResultsStore
 
 FILES = ("leaderboard.csv", "leaderboard.md", "leaderboard.html")
@@ -58,6 +57,8 @@ class Board:
     signals: list[str]
     entries: list[Entry]            # ranked
     headline: str = ""
+    #: (model, weights, signal) -> the metric's details tables (for the layer x area plots)
+    details: dict[tuple[str, str, str], dict[str, dict[str, list]]] = field(default_factory=dict)
 
 
 def weights_text(source: str | None, label: str | None) -> str:
@@ -92,13 +93,15 @@ def build_boards(rows: list[dict[str, Any]], headlines: dict[str, str] | None = 
     for (dataset, metric), group in sorted(groups.items()):
         signals = sorted({r["signal"] for r in group}, key=_signal_order)
         entries: dict[tuple[str, str], Entry] = {}
+        details = {}
         for r in group:
             w = weights_text(r["weights_source"], r["weights_label"])
             e = entries.setdefault((r["model"], w), Entry(r["model"], w, {}, {}, bool(r["higher_is_better"])))
             e.values[r["signal"]] = r["value"] if r["value"] is not None else math.nan
             e.ceilings[r["signal"]] = r["ceiling"]
+            details[(r["model"], w, r["signal"])] = r.get("details") or {}
         ranked = sorted(entries.values(), key=lambda e: (_sort_key(e), e.model))
-        boards.append(Board(dataset, metric, signals, ranked, (headlines or {}).get(metric, "")))
+        boards.append(Board(dataset, metric, signals, ranked, (headlines or {}).get(metric, ""), details))
     return boards
 
 
@@ -255,6 +258,76 @@ def _html_table(b: Board) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+#: Details tables that hold a layer x area profile, and the value column to plot (first present).
+_PROFILE_TABLES = ("layer_area", "area_layer")
+_PROFILE_VALUES = ("r", "cka", "sum_significant_r_per_site")
+
+
+def layer_area_profile(details: dict[str, dict[str, list]]) -> tuple[list[str], list[str], dict, str] | None:
+    """Areas (rows, hierarchy order), layers (columns, layer index order), ``{(area, layer): value}``
+    and the value's name, from a metric's ``layer_area`` / ``area_layer`` table; None if absent."""
+    table = next((details[t] for t in _PROFILE_TABLES if t in details), None)
+    if not table or "layer" not in table or "area" not in table:
+        return None
+    column = next((c for c in _PROFILE_VALUES if c in table), None)
+    if column is None:
+        return None
+    n = len(table["layer"])
+    layer_index = table.get("layer_index") or list(range(n))
+    area_rank = table.get("area_rank")
+    layers = [name for _, name in sorted({(i, name) for i, name in zip(layer_index, table["layer"])})]
+    areas: list[str] = []
+    for k in sorted(range(n), key=lambda k: (area_rank[k] if area_rank else 0, k)):
+        if table["area"][k] not in areas:
+            areas.append(table["area"][k])
+    values = {(table["area"][k], table["layer"][k]): table[column][k] for k in range(n)}
+    return areas, layers, values, column
+
+
+def _svg_profile(details: dict[str, dict[str, list]], caption: str) -> str:
+    profile = layer_area_profile(details)
+    if profile is None:
+        return ""
+    areas, layers, values, column = profile
+    finite = [v for v in values.values() if v is not None and math.isfinite(v)]
+    if not finite:
+        return ""
+    lo, hi = min(0.0, min(finite)), max(finite)
+    cell, left, top = 34, 70, 90
+    width, height = left + cell * len(layers) + 10, top + cell * len(areas) + 10
+    parts = [f'<figure><svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             f'aria-label="{html.escape(caption)}">']
+    for j, layer in enumerate(layers):
+        x = left + j * cell + cell / 2
+        parts.append(f'<text x="{x:.0f}" y="{top - 6}" font-size="11" transform="rotate(-60 {x:.0f} {top - 6})">'
+                     f'{html.escape(str(layer))}</text>')
+    for i, area in enumerate(areas):
+        y = top + i * cell
+        parts.append(f'<text x="{left - 6}" y="{y + cell / 2 + 4:.0f}" text-anchor="end" font-size="11">'
+                     f'{html.escape(str(area))}</text>')
+        for j, layer in enumerate(layers):
+            v = values.get((area, layer))
+            tip = f"area {area}, layer {layer}: {column} = {_fmt(v, 4)}"
+            parts.append(f'<rect x="{left + j * cell}" y="{y}" width="{cell - 2}" height="{cell - 2}" '
+                         f'fill="{_color(v, lo, hi)}"><title>{html.escape(tip)}</title></rect>')
+    parts.append(f"</svg><figcaption>{html.escape(caption)} ({html.escape(column)}; darker is higher)"
+                 "</figcaption></figure>")
+    return "".join(parts)
+
+
+def _profiles(b: Board, n_models: int = 3) -> str:
+    """Layer x area maps of the top models, each at its best signal."""
+    figures = []
+    for e in b.entries[:n_models]:
+        signal = e.best_signal
+        if signal is None:
+            continue
+        caption = f"{e.model} ({e.weights}), {signal}: layer × area"
+        figures.append(_svg_profile(b.details.get((e.model, e.weights, signal), {}), caption))
+    figures = [f for f in figures if f]
+    return f'<div class="profiles">{"".join(figures)}</div>' if figures else ""
+
+
 def render_html(boards: list[Board], *, title: str = "Leaderboard") -> str:
     sections = []
     for b in boards:
@@ -262,26 +335,22 @@ def render_html(boards: list[Board], *, title: str = "Leaderboard") -> str:
         sections.append(
             f"<section><h2>{html.escape(b.metric)} on {html.escape(b.dataset)}</h2>{headline}"
             f"<p>Models ranked by the mean of the headline value over {len(b.signals)} signal(s) (signals "
-            f"without a value are left out); cells shaded by value (hover for the noise ceiling).</p>{_svg_bars(b)}{_html_table(b)}</section>")
+            f"without a value are left out); cells shaded by value (hover for the noise ceiling).</p>{_svg_bars(b)}{_html_table(b)}"
+            f"{_profiles(b)}</section>")
     if not sections:
         sections.append("<p>No scores in the store yet.</p>")
     style = ("body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;"
              "margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 6px}th.sig{writing-mode:"
              "vertical-rl;transform:rotate(180deg);white-space:nowrap}td.num{text-align:right;font-variant-numeric:"
-             "tabular-nums}section{margin-bottom:2.5em}.headline{color:#555}")
+             "tabular-nums}section{margin-bottom:2.5em}.headline{color:#555}.profiles{display:flex;flex-wrap:wrap;"
+             "gap:1.5em}figure{margin:0}figcaption{font-size:12px;color:#555;max-width:420px}")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>\n")
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
 
 
 def write_leaderboard(store: ResultsStore, headlines: dict[str, str] | None = None) -> tuple[list[Board], list[Path]]:

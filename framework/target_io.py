@@ -6,19 +6,17 @@ Used by the scheduler's response cache; writes are atomic (temporary file, then
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from framework.fileio import atomic_file
 from framework.types import BrainRDMs, Responses, SiteTable, Target
 
 
 def save_target(target: Target, path: Path) -> None:
     """Write ``target`` to ``path`` (``.npz``) atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
     if isinstance(target, Responses):
         meta = {"kind": "responses", "stimulus_ids": list(target.stimulus_ids), "sites": target.sites.to_dict(),
@@ -34,14 +32,8 @@ def save_target(target: Target, path: Path) -> None:
     else:  # pragma: no cover - programming error
         raise TypeError(f"Cannot save {type(target).__name__}")
     arrays["meta"] = np.frombuffer(json.dumps(meta, default=json_default).encode(), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def load_target(path: Path) -> Target:

@@ -5,18 +5,25 @@ import csv
 import math
 import re
 import sqlite3
+from xml.etree import ElementTree
 
 import pytest
 
 from framework.errors import DataError
+from framework.fileio import _umask
 from framework.leaderboard import build_boards, latest_rows, render_terminal, write_leaderboard
 from framework.store import Cell, ResultsStore
 from framework.types import Score
 
 
+LAYER_AREA = {"layer_area": {"layer": ["conv1", "conv1", "fc6", "fc6"], "layer_index": [0, 0, 1, 1],
+                              "area": ["17", "20", "17", "20"], "r": [0.4, 0.1, 0.05, 0.3]}}
+
+
 def _record(store, model, signal, value, *, metric="m", source="pretrained", higher=True, key=None):
     cell = Cell(key or f"{model}-{signal}-{metric}-{source}", "ds", model, signal, metric)
-    store.record_score(cell, Score(value, ceiling=0.8, higher_is_better=higher, summary={"best_layer": "fc6"}),
+    store.record_score(cell, Score(value, ceiling=0.8, higher_is_better=higher, summary={"best_layer": "fc6"},
+                                   details=LAYER_AREA),
                        run_id="r1", weights_source=source, weights_label="random init (seed 0)" if source == "random"
                        else "ImageNet", provenance={"model": {"weights_digest": "abc"}}, started_at=0.0,
                        seconds=0.1)
@@ -85,5 +92,16 @@ def test_leaderboard_files(tmp_path):
     page = (tmp_path / "leaderboard.html").read_text()
     assert "<svg" in page and "<table>" in page
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)   # self-contained
+    svgs = re.findall(r"<svg.*?</svg>", page)
+    for svg in svgs:                                                     # every plot is well-formed XML
+        ElementTree.fromstring(svg)
+    # the layer x area map of each model at its best signal, cells in hierarchy / layer order
+    assert page.count("<figure>") == 2 and "b (ImageNet), lowgamma@50-250: layer × area" in page
+    profile = svgs[1]
+    cells = re.findall(r"<title>area (\w+), layer (\w+): r = ([0-9.]+)</title>", profile)
+    assert cells == [("17", "conv1", "0.4000"), ("17", "fc6", "0.0500"), ("20", "conv1", "0.1000"),
+                     ("20", "fc6", "0.3000")]
+    for path in paths:                                                   # readable like any other file
+        assert path.stat().st_mode & 0o044 == 0o044 & ~_umask()
     # the database itself stays readable by plain sqlite3
     assert sqlite3.connect(tmp_path / "results.sqlite").execute("select count(*) from scores").fetchone()[0] == 2
