@@ -221,16 +221,18 @@ def _svg_bars(b: Board) -> str:
     vals = [e.mean for e in entries]
     lo, hi = min(0.0, min(vals)), max(0.0, max(vals))
     span = (hi - lo) or 1.0
-    row_h, label_w, plot_w = 22, 220, 360
+    labels = [f"{e.model} ({e.weights})" if e.weights else e.model for e in entries]
+    row_h, plot_w = 22, 360
+    label_w = min(480, 7 * max(len(t) for t in labels) + 16)  # ~7 px per character at 12 px
     height = row_h * len(entries) + 30
     zero_x = label_w + (0 - lo) / span * plot_w
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + plot_w + 80}" height="{height}" '
              f'role="img" aria-label="ranking of models by mean {html.escape(b.metric)}">']
-    for i, (e, v) in enumerate(zip(entries, vals)):
+    for i, (text, v) in enumerate(zip(labels, vals)):
         y = 10 + i * row_h
         x0 = zero_x if v >= 0 else zero_x - (0 - v) / span * plot_w
         w = abs(v) / span * plot_w
-        label = html.escape(f"{e.model} ({e.weights})" if e.weights else e.model)
+        label = html.escape(text)
         parts.append(f'<text x="{label_w - 6}" y="{y + 14}" text-anchor="end" font-size="12">{label}</text>')
         parts.append(f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(w, 0.5):.1f}" height="{row_h - 6}" '
                      f'fill="#2166ac"><title>{label}: {v:.4f}</title></rect>')
