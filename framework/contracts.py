@@ -40,10 +40,6 @@ class WeightsInfo:
     seed: int | None = None
     detail: str = ""
 
-    @property
-    def is_random(self) -> bool:
-        return self.source == "random"
-
 
 class ModelPlugin(ABC):
     """A vision network whose layer activations can be extracted.

@@ -109,11 +109,6 @@ class StimulusSet:
                 h.update(Path(p).read_bytes())
         return h.hexdigest()
 
-    def index_of(self, ids: tuple[str, ...] | list[str]) -> np.ndarray:
-        """Positions of ``ids`` in this set, (len(ids),) int64; raises KeyError for unknown ids."""
-        pos = {s: i for i, s in enumerate(self.ids)}
-        return np.array([pos[s] for s in ids], dtype=np.int64)
-
 
 @dataclass(frozen=True)
 class SiteTable:
