@@ -24,9 +24,9 @@ import time
 import numpy as np
 import scipy.stats
 
-from plugins.metrics import _rdm
-from plugins.metrics._permutation import draw_permutations, permutation_test
-from plugins.metrics.rsa import _PERMUTATION_BLOCK_BYTES, _site_blocks
+from framework.numerics import rdm
+from framework.numerics.permutation import draw_permutations, permutation_test
+from framework.numerics.rsa import PERMUTATION_BLOCK_BYTES
 
 N_STIMULI, N_LAYERS, N_PERM, PUBLISHED_SITES = 250, 9, 10_000, 12_845
 
@@ -38,7 +38,7 @@ def make_data(n_sites: int, signal_fraction: float, seed: int = 0) -> tuple[np.n
     for _ in range(N_LAYERS - 1):
         w = rng.normal(size=(512, 512)).astype(np.float32) / np.sqrt(512)
         feats.append(np.maximum(feats[-1] @ w, 0) + 0.5 * rng.normal(size=(N_STIMULI, 512)).astype(np.float32))
-    layers = np.column_stack([_rdm.rdm(f, "euclidean") for f in feats])
+    layers = np.column_stack([rdm.rdm(f, "euclidean") for f in feats])
     resp = rng.normal(size=(N_STIMULI, n_sites))
     n_sig = int(round(signal_fraction * n_sites))
     for s in range(n_sig):                       # signal sites: a noisy readout of one layer's first PC-ish axis
@@ -72,14 +72,14 @@ def main() -> None:
     args = ap.parse_args()
 
     layers, resp = make_data(args.sites, args.signal_fraction)
-    z_layers = _rdm.prepare(layers, "spearman")
+    z_layers = rdm.prepare(layers, "spearman")
     load0 = os.getloadavg()
     rss0 = peak_rss_mb()
     prep_time = 0.0
 
     def timed_blocks():
         nonlocal prep_time
-        gen = _site_blocks(resp.astype(np.float64), "spearman", _PERMUTATION_BLOCK_BYTES)
+        gen = rdm.site_rdm_blocks(resp.astype(np.float64), "spearman", PERMUTATION_BLOCK_BYTES)
         while True:
             t = time.perf_counter()
             block = next(gen, None)

@@ -3,7 +3,7 @@
 Brain-Score-like scale: 640 stimuli x 4096 features x 200 sites, 19 penalties,
 10 folds. Compared, per fold:
 
-* ours: ``plugins.metrics._ridge.fit_predict`` (kernel path: one eigendecomposition
+* ours: ``framework.numerics.ridge.fit_predict`` (kernel path: one eigendecomposition
   of the 576 x 576 training kernel serves all 19 penalties and the exact LOO choice
   of a penalty per site), then test predictions;
 * baseline A: ``sklearn.linear_model.Ridge`` refitted for each of the 19 penalties
@@ -16,9 +16,9 @@ Run: ``python benchmarks/bench_ridge.py [--folds 10]``.
 
 ``--wide N`` instead times the kernels of a wide layer (100 stimuli x N float32
 features, memory-mapped, 10 folds, z-scored per training fold):
-``linear_predictivity.fold_grams`` (feature blocks outer, one read, one syrk per
+``framework.numerics.gram.fold_grams`` (feature blocks outer, one read, one syrk per
 fold and block) against the per-fold loop it replaced (baseline: every fold
-re-reads and re-standardises every block, ``_standardized`` + two products), and
+re-reads and re-standardises every block, ``standardized`` + two products), and
 reports the largest relative difference of the kernels.
 """
 from __future__ import annotations
@@ -30,8 +30,8 @@ import numpy as np
 from sklearn.linear_model import Ridge, RidgeCV
 from threadpoolctl import threadpool_limits
 
-from plugins.metrics._ridge import DEFAULT_ALPHAS, fit_predict
-from plugins.metrics._splits import kfold_splits
+from framework.numerics.ridge import DEFAULT_ALPHAS, fit_predict
+from framework.numerics.splits import kfold_splits
 
 
 def main() -> None:
@@ -111,7 +111,7 @@ def bench_wide(p: int, folds: int, workers: int) -> None:
     import tempfile
     from pathlib import Path
 
-    from plugins.metrics.linear_predictivity import _standardized, fold_grams
+    from framework.numerics.gram import fold_grams, standardized
 
     n, block = 100, 4096
     rng = np.random.default_rng(0)
@@ -135,7 +135,7 @@ def bench_wide(p: int, folds: int, workers: int) -> None:
                 k_train = np.zeros((train.size, train.size))
                 k_test = np.zeros((test.size, train.size))
                 for start in range(0, p, block):
-                    xb = _standardized(x[:, start:start + block], train, True)
+                    xb = standardized(x[:, start:start + block], train, standardize=True)
                     xt = xb[train]
                     k_train += xt @ xt.T
                     k_test += xb[test] @ xt.T

@@ -14,7 +14,6 @@ from typing import Any
 
 from framework.errors import PluginError
 from framework.hookspecs import hookimpl
-from framework.registry import PluginSpec
 
 
 def registry_file() -> Path:
@@ -43,9 +42,8 @@ def _register(kind: str, registry) -> None:
         missing = [k for k in ("name", "factory") if k not in entry]
         if missing:
             raise PluginError(f"A [[{kind}]] table in '{registry_file()}' lacks {', '.join(missing)}; add it.")
-        registry.add(PluginSpec(kind=kind, name=entry["name"], factory=entry["factory"],
-                                description=entry.get("description", ""),
-                                params=dict(entry.get("params", {})), source="builtin"))
+        registry.declare(kind, entry["name"], entry["factory"], entry.get("description", ""),
+                         dict(entry.get("params", {})), source="builtin")
 
 
 @hookimpl

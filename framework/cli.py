@@ -7,7 +7,6 @@ status 2; a run whose cells partly failed exits with status 1 after a summary.
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import os
 import sys
@@ -89,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="e.g. band-power.responsive_only=true; repeatable")
     run.add_argument("--metric-param", action="append", metavar="METRIC.PARAM=VALUE",
                      help="e.g. rsa.n_permutations=1000; repeatable")
+    run.add_argument("--dataset-param", action="append", metavar="DATASET.PARAM=VALUE",
+                     help="e.g. demo.n_images_per_category=10; repeatable")
     run.add_argument("--batch-size", type=int, help="stimuli per forward pass (default 32)")
     run.add_argument("--seed", type=int, help="seed for random init, splits and permutations (default 0)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="list registered plugins")
     lst.add_argument("kind", nargs="?", choices=["models", "signals", "metrics", "datasets"],
                      help="one kind (default: all kinds)")
+    lst.add_argument("--brief", action="store_true", help="names and descriptions only, no parameters")
 
     layers = sub.add_parser("layers", help="list a model's extractable layers in forward order with output shapes")
     layers.add_argument("model")
@@ -111,47 +113,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------------------
-def _default_params(spec) -> dict[str, Any]:
-    """Declared parameters merged over the factory's keyword defaults (for `list`)."""
-    params: dict[str, Any] = {}
+def _parameter_lines(spec) -> list[str]:
+    """One line per declared parameter of ``spec``: name, what it expects, default, help."""
+    from framework.params import describe_params
+
     try:
-        factory = spec.load_factory()
-        sig = inspect.signature(factory)
-        for p in sig.parameters.values():
-            if p.name in {"name", "weights", "weights_file", "seed", "cache_dir", "path", "self", "layers"}:
-                continue
-            if p.default is not inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD:
-                params[p.name] = p.default
-    except FrameworkError:
-        pass
-    params.update(spec.params)
-    return params
-
-
-def _fmt_params(params: dict[str, Any]) -> str:
-    if not params:
-        return "-"
-    return ", ".join(f"{k}={v}" for k, v in params.items())
+        declared = spec.parameter_class()
+    except FrameworkError as exc:
+        return [f"(cannot be loaded: {exc})"]
+    if declared is None:
+        return ["(parameters not declared by the plugin)"]
+    rows = describe_params(declared)
+    overrides = spec.params
+    lines = []
+    for name, expected, default, help_text in rows:
+        if name in overrides:
+            default = repr(overrides[name]) if isinstance(overrides[name], str) else str(overrides[name])
+        lines.append(f"{name} = {default}  [{expected}]  {help_text}".rstrip())
+    if declared.extra_help:
+        lines.append(declared.extra_help)
+    return lines
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from framework.params import OPTION_OF_KIND
     from framework.registry import load_registry
 
     registry = load_registry()
     kinds = [args.kind[:-1]] if args.kind else ["model", "signal", "metric", "dataset"]
     for kind in kinds:
-        if not args.kind:
-            print(f"{kind}s:")
-        specs = registry.specs(kind)
-        width = max((len(s.name) for s in specs), default=4)
-        for spec in specs:
+        print(f"{kind}s (parameters: {OPTION_OF_KIND[kind]} NAME.PARAM=VALUE or [{kind}_params.NAME] in run.toml):")
+        for spec in registry.specs(kind):
             source = "" if spec.source == "builtin" else f" [{spec.source}]"
-            print(f"  {spec.name.ljust(width)}  {spec.description}{source}  ({_fmt_params(_default_params(spec))})")
+            print(f"  {spec.name}  {spec.description}{source}")
             if kind == "signal":
                 plugin = spec.create()
                 names = [n for k in ("epochs", "responses", "rdms") if k in plugin.accepts for n in plugin.names(k)]
                 if names and names != [spec.name]:
-                    print(f"  {' ' * width}  expands to: {', '.join(names)}")
+                    print(f"      expands to: {', '.join(names)}")
+            if not getattr(args, "brief", False):
+                for line in _parameter_lines(spec):
+                    print(f"      {line}")
     return EXIT_OK
 
 
@@ -170,18 +172,22 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _headlines(names: set[str]) -> dict[str, str]:
+def _metric_declarations(names: set[str]) -> tuple[dict[str, str], dict[str, tuple]]:
+    """Headline text and layer x area maps declared by each metric class (unknown metrics: none)."""
     from framework.registry import load_registry
 
     registry = load_registry()
-    out = {}
+    headlines: dict[str, str] = {}
+    maps: dict[str, tuple] = {}
     for name in names:
         try:
             spec, _ = registry.resolve("metric", name)
-            out[name] = getattr(spec.load_factory(), "headline", "")
+            factory = spec.load_factory()
         except FrameworkError:
             continue
-    return out
+        headlines[name] = getattr(factory, "headline", "")
+        maps[name] = tuple(getattr(factory, "layer_area_maps", ()))
+    return headlines, maps
 
 
 def _print_leaderboard(store_dir: Path) -> None:
@@ -190,7 +196,8 @@ def _print_leaderboard(store_dir: Path) -> None:
 
     with ResultsStore(store_dir) as store:
         metrics = {r["metric"] for r in store.rows(status="ok")}
-        boards, paths = write_leaderboard(store, _headlines(metrics))
+        headlines, maps = _metric_declarations(metrics)
+        boards, paths = write_leaderboard(store, headlines, maps)
     print(render_terminal(boards), end="")
     print(f"Leaderboard written to {', '.join(str(p) for p in paths)}")
 
@@ -218,6 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "model_params": _plugin_params(args.model_param, "--model-param") or None,
         "signal_params": _plugin_params(args.signal_param, "--signal-param") or None,
         "metric_params": _plugin_params(args.metric_param, "--metric-param") or None,
+        "dataset_params": _plugin_params(args.dataset_param, "--dataset-param") or None,
         "progress": False if args.no_progress else None,
     }
     source = f"'{args.config}'" if args.config else "command-line options"
@@ -257,9 +265,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (it may be swapped after set-up,
+    e.g. by a notebook or a test harness), never to a stream closed since."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # set by StreamHandler.__init__; the property always follows sys.stderr
+        pass
+
+
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s" if not verbose else "%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("framework")
     root.handlers[:] = [handler]

@@ -42,8 +42,9 @@ class RunConfig(BaseModel):
         A local weights file per model (.safetensors, .pt, .pth); wins over ``weights``.
     layers : dict of model name -> list of str
         Layer lists overriding a model's defaults; key ``"*"`` applies to every model.
-    model_params, signal_params, metric_params : dict of plugin name -> dict
-        Extra keyword parameters for a plugin's factory.
+    model_params, signal_params, metric_params, dataset_params : dict of plugin name -> dict
+        Declared parameters of a plugin (``framework list`` describes them), checked
+        against its declaration before any work.
     batch_size : int
         Stimuli per forward pass.
     seed : int
@@ -65,6 +66,7 @@ class RunConfig(BaseModel):
     model_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     signal_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     metric_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    dataset_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     reduction: dict[str, Any] | None = None
     batch_size: int = Field(default=32, gt=0, le=4096)
     seed: int = Field(default=0, ge=0)
@@ -113,6 +115,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Config file '{path}' is not valid TOML: {exc}. Fix the syntax.") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"Config file '{path}' is not UTF-8 text (byte {exc.start}: {exc.reason}); save it "
+                          "as UTF-8 (TOML files must be UTF-8).") from None
     except OSError as exc:
         raise ConfigError(f"Config file '{path}' cannot be read ({exc.strerror}).") from None
     if "run" in data and isinstance(data["run"], dict) and len(data) == 1:

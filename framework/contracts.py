@@ -13,7 +13,27 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from framework.params import NoParams, PluginParams, validate_params
 from framework.types import Activations, Dataset, DataKind, Score, StimulusSet, Target
+
+
+class Parametrised:
+    """Mixin: a plugin whose parameters are declared once in its ``Params`` class.
+
+    ``Params`` is a :class:`framework.params.PluginParams` subclass; the validated
+    values are ``self.params``. The registry validates them before construction
+    (naming the plugin as registered); direct construction validates them here.
+    """
+
+    #: The parameter declaration (types, bounds, choices, defaults, one-line help).
+    Params: ClassVar[type[PluginParams]] = NoParams
+    #: Plugin kind, used in messages.
+    kind: ClassVar[str] = "plugin"
+    params: PluginParams
+
+    def _init_params(self, values: dict[str, Any], name: str | None = None) -> None:
+        owner = name or getattr(self, "name", None) or type(self).__name__
+        self.params = validate_params(type(self).Params, values, kind=self.kind, name=str(owner))
 
 
 @dataclass(frozen=True)
@@ -41,13 +61,21 @@ class WeightsInfo:
     detail: str = ""
 
 
-class ModelPlugin(ABC):
+#: Keyword arguments the framework passes to a model factory besides its declared parameters.
+MODEL_CONTEXT: tuple[str, ...] = ("name", "weights", "weights_file", "seed", "layers")
+#: Keyword arguments the framework passes to a dataset factory besides its declared parameters.
+DATASET_CONTEXT: tuple[str, ...] = ("cache_dir", "path")
+
+
+class ModelPlugin(Parametrised, ABC):
     """A vision network whose layer activations can be extracted.
 
     Constructed by its factory as ``factory(name=..., weights=..., weights_file=...,
-    seed=..., **params)`` where ``weights`` is ``"auto" | "pretrained" | "random"``.
+    seed=..., layers=..., **params)`` where ``weights`` is ``"auto" | "pretrained" | "random"``
+    and ``params`` are the declared :attr:`Params`.
     """
 
+    kind: ClassVar[str] = "model"
     name: str
 
     @abstractmethod
@@ -80,11 +108,19 @@ class ModelPlugin(ABC):
         return getattr(self, "plugin_version", "1")
 
 
-class SignalPlugin(ABC):
+class SignalPlugin(Parametrised, ABC):
     """Turns a dataset's brain data into per-stimulus targets for the metrics.
 
     One plugin may expand into many named signals (``lowgamma@150-350``).
+    Constructed as ``factory(**params)`` with the declared :attr:`Params`.
     """
+
+    kind: ClassVar[str] = "signal"
+    #: Registered name, used in messages.
+    name: ClassVar[str] = ""
+
+    def __init__(self, **params: Any) -> None:
+        self._init_params(params)
 
     #: Data kinds of datasets this signal can read.
     accepts: ClassVar[frozenset[DataKind]] = frozenset({"epochs"})
@@ -98,36 +134,79 @@ class SignalPlugin(ABC):
         """Compute several named signals in one pass; returns ``{name: target}``."""
 
     def parameters(self, name: str) -> dict[str, Any]:
-        """JSON-serialisable parameters that define signal ``name`` (cache key, provenance)."""
-        return {}
+        """JSON-serialisable parameters that define signal ``name`` (cache key, provenance).
+
+        By default the declared parameters that define results (:meth:`PluginParams.key`).
+        """
+        return self.params.key()
 
     def version(self) -> str:
         return getattr(self, "plugin_version", "1")
 
 
-class MetricPlugin(ABC):
-    """Scores activations against a signal's target."""
+@dataclass(frozen=True)
+class LayerAreaMap:
+    """A table of a metric's :attr:`Score.details` that the leaderboard draws as a layer x area map.
+
+    Parameters
+    ----------
+    table : str
+        Key in ``Score.details``; the table has columns ``layer``, ``area``, ``value`` and
+        optionally ``layer_index`` and ``area_rank`` (plot order).
+    value : str
+        The column plotted.
+    label : str
+        What the colour means, with units, for the legend.
+    """
+
+    table: str
+    value: str
+    label: str
+
+
+class MetricPlugin(Parametrised, ABC):
+    """Scores activations against a signal's target.
+
+    Constructed as ``factory(**params)`` with the declared :attr:`Params`.
+    """
+
+    kind: ClassVar[str] = "metric"
+    #: Registered name, used in messages.
+    name: ClassVar[str] = ""
 
     #: Target kinds this metric can score ("responses", "rdms").
     accepts: ClassVar[frozenset[str]] = frozenset({"responses"})
     higher_is_better: ClassVar[bool] = True
     #: One line saying what the headline value is.
     headline: ClassVar[str] = ""
+    #: Details tables the leaderboard draws as layer x area maps; the first one present in a
+    #: score's details is drawn (a metric may produce different tables for different targets).
+    layer_area_maps: ClassVar[tuple[LayerAreaMap, ...]] = ()
 
     @abstractmethod
     def score(self, activations: Activations, target: Target, *, seed: int = 0) -> Score:
         """Score all layers of ``activations`` against ``target``; never modifies its inputs."""
 
+    def __init__(self, **params: Any) -> None:
+        self._init_params(params)
+
     def parameters(self) -> dict[str, Any]:
-        """JSON-serialisable parameters (provenance, cache key)."""
-        return {}
+        """JSON-serialisable parameters that define scores (cell key, provenance): the declared
+        parameters with ``key=True`` (:meth:`framework.params.PluginParams.key`)."""
+        return self.params.key()
 
     def version(self) -> str:
         return getattr(self, "plugin_version", "1")
 
 
-class DatasetPlugin(ABC):
-    """Loads a dataset."""
+class DatasetPlugin(Parametrised, ABC):
+    """Loads a dataset.
+
+    Constructed as ``factory(cache_dir=..., path=..., **params)`` (``path`` for file
+    datasets only) with the declared :attr:`Params`.
+    """
+
+    kind: ClassVar[str] = "dataset"
 
     @abstractmethod
     def load(self) -> Dataset:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from framework.contracts import LayerAreaMap
 from framework.fileio import atomic_file
 from framework.store import ResultsStore
 
@@ -59,23 +60,51 @@ class Board:
     headline: str = ""
     #: (model, weights, signal) -> the metric's details tables (for the layer x area plots)
     details: dict[tuple[str, str, str], dict[str, dict[str, list]]] = field(default_factory=dict)
+    #: The metric's declared layer x area maps (:attr:`framework.contracts.MetricPlugin.layer_area_maps`).
+    layer_area_maps: tuple[LayerAreaMap, ...] = ()
+
+
+#: Weights column of a row asked for pretrained weights that were scored with a random-init fallback.
+FALLBACK_TEXT = "random init (fallback)"
+#: Appended by :func:`latest_rows` to the weights label of such a row.
+FALLBACK_SUFFIX = " (fallback)"
 
 
 def weights_text(source: str | None, label: str | None) -> str:
-    """Short weights column: ``random init`` for any random initialisation."""
+    """Short weights column: ``random init`` for any random initialisation asked for, ``random init
+    (fallback)`` when pretrained weights were asked for but unavailable (label marked by :func:`latest_rows`)."""
     if source == "random":
-        return "random init"
+        return FALLBACK_TEXT if (label or "").endswith(FALLBACK_SUFFIX) else "random init"
     if source == "file":
         return label or "file"
     return label or (source or "")
 
 
+def is_fallback(row: dict[str, Any]) -> bool:
+    """Whether ``row`` asked for pretrained weights (``weights`` auto or pretrained, no weights file)
+    but was scored with random init because they were unavailable."""
+    model = (row.get("provenance") or {}).get("model") or {}
+    return (row.get("weights_source") == "random" and model.get("weights_mode") in ("auto", "pretrained")
+            and not model.get("weights_file"))
+
+
 def latest_rows(store: ResultsStore) -> list[dict[str, Any]]:
-    """Successful rows, the most recent per (dataset, metric, signal, model, weights)."""
+    """Successful rows, the most recent per (dataset, metric, signal, model, weights).
+
+    The weights are told apart by source (pretrained, file, random init asked for) and a
+    random-init *fallback* is its own kind: its weights label is marked (:data:`FALLBACK_SUFFIX`,
+    shown as :data:`FALLBACK_TEXT`) so it is never shown as the pretrained model's score, and it is
+    left out once the same (dataset, metric, signal, model) has a row scored with pretrained weights.
+    """
     latest: dict[tuple, dict[str, Any]] = {}
     for row in store.rows(status="ok"):
-        latest[(row["dataset"], row["metric"], row["signal"], row["model"], row["weights_source"])] = row
-    return list(latest.values())
+        kind = row["weights_source"]
+        if is_fallback(row):
+            kind = "fallback"
+            row = {**row, "weights_label": (row["weights_label"] or "random init") + FALLBACK_SUFFIX}
+        latest[(row["dataset"], row["metric"], row["signal"], row["model"], kind)] = row
+    pretrained = {key[:4] for key in latest if key[4] == "pretrained"}
+    return [row for key, row in latest.items() if not (key[4] == "fallback" and key[:4] in pretrained)]
 
 
 def _sort_key(entry: Entry) -> tuple[int, float]:
@@ -260,20 +289,16 @@ def _html_table(b: Board) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-#: Details tables that hold a layer x area profile, and the value column to plot (first present).
-_PROFILE_TABLES = ("layer_area", "area_layer")
-_PROFILE_VALUES = ("r", "cka", "sum_significant_r_per_site")
-
-
-def layer_area_profile(details: dict[str, dict[str, list]]) -> tuple[list[str], list[str], dict, str] | None:
+def layer_area_profile(details: dict[str, dict[str, list]], maps: tuple[LayerAreaMap, ...] | list = ()
+                       ) -> tuple[list[str], list[str], dict, LayerAreaMap] | None:
     """Areas (rows, hierarchy order), layers (columns, layer index order), ``{(area, layer): value}``
-    and the value's name, from a metric's ``layer_area`` / ``area_layer`` table; None if absent."""
-    table = next((details[t] for t in _PROFILE_TABLES if t in details), None)
-    if not table or "layer" not in table or "area" not in table:
+    and the map drawn, from the first of the metric's declared ``maps``
+    (:attr:`framework.contracts.MetricPlugin.layer_area_maps`) present in ``details``; None if none is."""
+    chosen = next((m for m in maps if m.table in details and m.value in details[m.table]
+                   and {"layer", "area"} <= set(details[m.table])), None)
+    if chosen is None:
         return None
-    column = next((c for c in _PROFILE_VALUES if c in table), None)
-    if column is None:
-        return None
+    table, column = details[chosen.table], chosen.value
     n = len(table["layer"])
     layer_index = table.get("layer_index") or list(range(n))
     area_rank = table.get("area_rank")
@@ -283,14 +308,15 @@ def layer_area_profile(details: dict[str, dict[str, list]]) -> tuple[list[str], 
         if table["area"][k] not in areas:
             areas.append(table["area"][k])
     values = {(table["area"][k], table["layer"][k]): table[column][k] for k in range(n)}
-    return areas, layers, values, column
+    return areas, layers, values, chosen
 
 
-def _svg_profile(details: dict[str, dict[str, list]], caption: str) -> str:
-    profile = layer_area_profile(details)
+def _svg_profile(details: dict[str, dict[str, list]], caption: str, maps: tuple[LayerAreaMap, ...]) -> str:
+    profile = layer_area_profile(details, maps)
     if profile is None:
         return ""
-    areas, layers, values, column = profile
+    areas, layers, values, chosen = profile
+    column = chosen.value
     finite = [v for v in values.values() if v is not None and math.isfinite(v)]
     if not finite:
         return ""
@@ -312,7 +338,8 @@ def _svg_profile(details: dict[str, dict[str, list]], caption: str) -> str:
             tip = f"area {area}, layer {layer}: {column} = {_fmt(v, 4)}"
             parts.append(f'<rect x="{left + j * cell}" y="{y}" width="{cell - 2}" height="{cell - 2}" '
                          f'fill="{_color(v, lo, hi)}"><title>{html.escape(tip)}</title></rect>')
-    parts.append(f"</svg><figcaption>{html.escape(caption)} ({html.escape(column)}; darker is higher)"
+    parts.append(f"</svg><figcaption>{html.escape(caption)} ({html.escape(column)}: "
+                 f"{html.escape(chosen.label)}; darker is higher)"
                  "</figcaption></figure>")
     return "".join(parts)
 
@@ -325,7 +352,7 @@ def _profiles(b: Board, n_models: int = 3) -> str:
         if signal is None:
             continue
         caption = f"{e.model} ({e.weights}), {signal}: layer × area"
-        figures.append(_svg_profile(b.details.get((e.model, e.weights, signal), {}), caption))
+        figures.append(_svg_profile(b.details.get((e.model, e.weights, signal), {}), caption, b.layer_area_maps))
     figures = [f for f in figures if f]
     return f'<div class="profiles">{"".join(figures)}</div>' if figures else ""
 
@@ -355,10 +382,18 @@ def _atomic_write(path: Path, text: str) -> None:
         fh.write(text)
 
 
-def write_leaderboard(store: ResultsStore, headlines: dict[str, str] | None = None) -> tuple[list[Board], list[Path]]:
-    """Write the three leaderboard files into the store directory; return the boards and paths."""
+def write_leaderboard(store: ResultsStore, headlines: dict[str, str] | None = None,
+                      layer_area_maps: dict[str, tuple[LayerAreaMap, ...]] | None = None
+                      ) -> tuple[list[Board], list[Path]]:
+    """Write the three leaderboard files into the store directory; return the boards and paths.
+
+    ``headlines`` and ``layer_area_maps`` are the metrics' declarations by metric name
+    (:attr:`framework.contracts.MetricPlugin.headline`, ``layer_area_maps``).
+    """
     rows = latest_rows(store)
     boards = build_boards(rows, headlines)
+    for board in boards:
+        board.layer_area_maps = tuple((layer_area_maps or {}).get(board.metric, ()))
     directory = store.directory
     csv_rows = render_csv_rows(rows)
     import io

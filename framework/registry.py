@@ -19,7 +19,8 @@ from typing import Any, Literal
 import pluggy
 
 from framework import hookspecs
-from framework.errors import PluginError, unknown_name_error
+from framework.errors import ConfigError, PluginError, unknown_name_error
+from framework.params import PluginParams, validate_params
 
 log = logging.getLogger("framework.registry")
 
@@ -92,10 +93,46 @@ class PluginSpec:
             raise PluginError(f"Plugin '{self.name}' ({self.kind}): module '{module_name}' has no "
                               f"'{attr}'. Fix the factory in its registration.") from None
 
-    def create(self, **overrides: Any) -> Any:
-        """Instantiate the plugin with its default parameters updated by ``overrides``."""
-        params = {**self.params, **overrides}
-        return self.load_factory()(**params)
+    def parameter_class(self) -> type[PluginParams] | None:
+        """The factory's parameter declaration (``factory.Params``), or None for an undeclared factory."""
+        declared = getattr(self.load_factory(), "Params", None)
+        return declared if isinstance(declared, type) and issubclass(declared, PluginParams) else None
+
+    def check_params(self, params: dict[str, Any], *, name: str | None = None) -> PluginParams | None:
+        """Validate ``params`` (the spec's defaults updated by them) against the declaration.
+
+        Raises :class:`ConfigError` naming the plugin, the parameter and the fix; returns
+        None for a factory without a declaration (it checks its keywords itself).
+        """
+        declared = self.parameter_class()
+        if declared is None:
+            return None
+        return validate_params(declared, {**self.params, **params}, kind=self.kind, name=name or self.name)
+
+    def create(self, *, name: str | None = None, context: dict[str, Any] | None = None, **params: Any) -> Any:
+        """Instantiate the plugin.
+
+        Parameters
+        ----------
+        name : str, optional
+            The name the user gave (``"timm:resnet18"``), for messages; default the spec's.
+        context : dict, optional
+            Keywords the framework passes besides the declared parameters (a model's
+            ``name``, ``weights``, ``seed``, ...; a dataset's ``cache_dir``).
+        **params
+            Declared parameters, over the spec's defaults; validated first.
+        """
+        self.check_params(params, name=name)
+        merged = {**self.params, **params}
+        factory = self.load_factory()
+        try:
+            return factory(**(context or {}), **merged)
+        except TypeError as exc:
+            if "keyword argument" not in str(exc):
+                raise
+            raise ConfigError(f"{self.kind.capitalize()} '{name or self.name}' rejected its parameters "
+                              f"{sorted(merged)} ({exc}); remove the parameter or fix the plugin's declaration."
+                              ) from None
 
 
 class Registry:
@@ -117,10 +154,15 @@ class Registry:
                               f"{spec.source}). Rename one of them or uninstall one package.")
         table[spec.name] = spec
 
+    def declare(self, kind: str, name: str, factory: str | Callable[..., Any], description: str = "",
+                params: dict[str, Any] | None = None, source: str = "") -> None:
+        """Register a plugin of ``kind`` from plain values (what hook implementations call)."""
+        self.add(PluginSpec(kind, name, factory, description, dict(params or {}), source))
+
     def add_model(self, name: str, factory: str | Callable[..., Any], description: str = "",
                   params: dict[str, Any] | None = None, source: str = "") -> None:
         """Shorthand for third-party packages: register a model."""
-        self.add(PluginSpec("model", name, factory, description, dict(params or {}), source))
+        self.declare("model", name, factory, description, params, source)
 
     # -- queries ------------------------------------------------------------------------
     def specs(self, kind: str) -> list[PluginSpec]:
@@ -153,12 +195,21 @@ class Registry:
         raise unknown_name_error(kind, name, choices, option=option)
 
     def create(self, kind: str, name: str, **overrides: Any) -> Any:
-        """Instantiate plugin ``name`` of ``kind``; models get ``name=`` passed too."""
+        """Instantiate plugin ``name`` of ``kind``.
+
+        ``overrides`` mixes declared parameters with the framework's context keywords
+        (:data:`framework.contracts.MODEL_CONTEXT` for models, ``DATASET_CONTEXT`` for
+        datasets), which are passed through unvalidated. Models get ``name=`` too.
+        """
+        from framework.contracts import DATASET_CONTEXT, MODEL_CONTEXT
+
         spec, implied = self.resolve(kind, name)
-        params = {**implied, **overrides}
+        merged = {**implied, **overrides}
+        context_keys = MODEL_CONTEXT if kind == "model" else DATASET_CONTEXT if kind == "dataset" else ()
+        context = {k: merged.pop(k) for k in list(merged) if k in context_keys}
         if kind == "model":
-            params["name"] = name[: -len(RANDOM_SUFFIX)] if "weights" in implied else name
-        return spec.create(**params)
+            context["name"] = name[: -len(RANDOM_SUFFIX)] if "weights" in implied else name
+        return spec.create(name=context.get("name", name), context=context, **merged)
 
 
 def get_plugin_manager(*, entry_points: bool = True, builtins: bool = True,

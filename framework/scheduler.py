@@ -9,11 +9,18 @@ Stages, each done once and cached:
    one memory-mapped file per layer) and score every pending (signal, metric)
    cell, writing each row to the results store as soon as it is computed.
 
-A failing cell is recorded with its error and the run goes on. Cells already
-in the store with status ``ok`` are skipped, so an interrupted run resumes.
+A cell's key is settled in two steps: the plan hashes what the run asks for
+(:attr:`PlannedCell.cell` holds that provisional key); execution first resolves
+each model's weights (``weights_info()``: offline a pretrained load fails fast,
+else the checkpoint is read) and keys its cells by the weights actually used
+(:meth:`framework.store.Cell.with_weights`). Only then are cells already in the
+store with status ``ok`` skipped, so an interrupted run resumes exactly, and a
+cell scored with a random-init fallback is scored again once the pretrained
+weights load. A failing cell is recorded with its error and the run goes on.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -22,7 +29,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -33,6 +40,8 @@ import framework
 from framework.config import RunConfig
 from framework.contracts import MetricPlugin, ModelPlugin, SignalPlugin, WeightsInfo
 from framework.errors import ConfigError, DataError, FrameworkError, did_you_mean, unknown_name_error
+from framework.numerics.stimuli import stimulus_order
+from framework.paths import user_cache_dir
 from framework.registry import RANDOM_SUFFIX, Registry, load_registry
 from framework.store import Cell, ResultsStore
 from framework.target_io import load_target, save_target
@@ -41,15 +50,6 @@ from framework.types import Activations, Dataset, StimulusSet, Target, digest_of
 log = logging.getLogger("framework.scheduler")
 
 _PACKAGES = ("numpy", "scipy", "torch", "torchvision", "timm", "mne", "scikit-learn", "pluggy", "pydantic")
-
-
-def user_cache_dir() -> Path:
-    """Cache shared by all stores (generated datasets): ``$FRAMEWORK_CACHE_DIR`` or ``~/.cache/framework``."""
-    env = os.environ.get("FRAMEWORK_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "framework"
 
 
 def package_versions() -> dict[str, str]:
@@ -73,7 +73,10 @@ class ModelChoice:
     weights: str                 # auto | pretrained | random
     weights_file: Path | None
     layers: list[str] | None
-    params: dict[str, Any]
+    params: dict[str, Any]       # as given; passed to the factory
+    #: What identifies the model's activations: its validated parameters that define results
+    #: (``model.params.key()``) and its plugin version; filled when the model is first built.
+    identity: dict[str, Any] = field(default_factory=dict)
 
     def key_parts(self) -> dict[str, Any]:
         wf = None
@@ -81,12 +84,22 @@ class ModelChoice:
             st = self.weights_file.stat() if self.weights_file.exists() else None
             wf = [str(self.weights_file.resolve()), st.st_size if st else None, st.st_mtime_ns if st else None]
         return {"model": self.name, "weights": self.weights, "weights_file": wf, "layers": self.layers,
-                "params": self.params}
+                **(self.identity or {"params": self.params})}
+
+
+def model_identity(model: ModelPlugin, given: dict[str, Any]) -> dict[str, Any]:
+    """The validated parameters that define a model's results and its plugin version.
+
+    A model without a declaration (``params``) is identified by the parameters as given.
+    """
+    declared = getattr(model, "params", None)
+    params = declared.key() if hasattr(declared, "key") else dict(given)
+    return {"params": params, "version": model.version()}
 
 
 @dataclass
 class PlannedCell:
-    cell: Cell
+    cell: Cell              # planned: keyed by what was asked for; execution re-keys it by the weights used
     model: ModelChoice
     signal: str
     metric: str
@@ -111,13 +124,14 @@ def load_dataset(config: RunConfig, registry: Registry) -> Dataset:
     registered = registry.names("dataset")
     looks_like_path = name.endswith(".toml") or os.sep in name or "/" in name or Path(name).exists()
     if name in registered and name != "file":
-        dataset = registry.create("dataset", name, cache_dir=cache_dir).load()
+        dataset = registry.create("dataset", name, cache_dir=cache_dir, **config.dataset_params.get(name, {})).load()
     elif looks_like_path:
         path = Path(name)
         if not path.is_file():
             raise DataError(f"Dataset file '{path}' does not exist (option --dataset); give the path of a dataset "
                             f"TOML file or one of: {', '.join(n for n in registered if n != 'file')}.")
-        dataset = registry.create("dataset", "file", path=path, cache_dir=cache_dir).load()
+        dataset = registry.create("dataset", "file", path=path, cache_dir=cache_dir,
+                                  **config.dataset_params.get("file", {})).load()
     else:
         raise unknown_name_error("dataset", name, [n for n in registered if n != "file"], option="--dataset")
     return dataset
@@ -226,8 +240,26 @@ def _resolve_models(config: RunConfig, registry: Registry) -> list[ModelChoice]:
         model = _build_model(registry, choice, config.seed)
         if layers:
             _check_layers(model, layers, name)
+        choice.identity = model_identity(model, choice.params)
         choices.append(choice)
     return choices
+
+
+def check_plugin_params(config: RunConfig, registry: Registry) -> None:
+    """Validate every signal, metric and dataset parameter of ``config`` against its plugin's declaration.
+
+    Model parameters are validated when the models are built (:func:`_resolve_models`).
+    Raises :class:`ConfigError` (one line naming the plugin, the parameter and the fix).
+    """
+    for kind, table, option in (("signal", config.signal_params, "signal_params"),
+                                ("metric", config.metric_params, "metric_params"),
+                                ("dataset", config.dataset_params, "dataset_params")):
+        names = [s.name for s in registry.specs(kind) if not s.is_family]
+        for name, params in table.items():
+            if name not in names:
+                raise unknown_name_error(kind, name, names, option=option, error_cls=ConfigError)
+            spec, _ = registry.resolve(kind, name)
+            spec.check_params(params, name=name)
 
 
 def _check_layers(model: ModelPlugin, layers: list[str], name: str) -> None:
@@ -246,10 +278,11 @@ def _build_model(registry: Registry, choice: ModelChoice, seed: int) -> ModelPlu
 def plan_run(config: RunConfig, registry: Registry | None = None) -> Plan:
     """Check every name against the registry, load the dataset and list the cells to run."""
     registry = registry or load_registry()
-    # Validate names that need no data first, so typos fail fast.
+    # Validate names and parameters that need no data first, so typos fail fast.
     models = _resolve_models(config, registry)
     for name in _expand(config.metrics, registry.names("metric"), "metric", "--metrics"):
         registry.resolve("metric", name, option="--metrics")
+    check_plugin_params(config, registry)
     dataset = load_dataset(config, registry)
     signals, owners = _resolve_signals(config, registry, dataset)
     target_kind = "rdms" if dataset.kind == "rdms" else "responses"
@@ -287,37 +320,48 @@ class RunSummary:
         return len(self.failures)
 
 
-class _Progress:
-    """tqdm progress bar on stderr when wanted, a no-op otherwise."""
-
-    def __init__(self, enabled: bool | None) -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-
-    def bar(self, total: int, desc: str, unit: str = "it"):
-        if not self.enabled:
-            return _NullBar()
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, dynamic_ncols=True)
-        bar.update_to = lambda done: bar.update(done - bar.n)  # callbacks report cumulative counts
-        return bar
+def _show_progress(enabled: bool | None) -> bool:
+    """Progress bars on stderr when asked for; by default when stderr is a terminal."""
+    if enabled is not None:
+        return bool(enabled)
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
 
 
-class _NullBar:
-    def update(self, n: int = 1) -> None:
-        pass
+def _bar(total: int, desc: str, unit: str, *, show: bool):
+    """A tqdm bar on stderr; with ``show`` false tqdm's own ``disable`` makes every call a no-op."""
+    from tqdm.auto import tqdm
 
-    def update_to(self, done: int) -> None:
-        pass
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, dynamic_ncols=True,
+                disable=not show)
 
-    def close(self) -> None:
-        pass
 
-    def __enter__(self) -> _NullBar:
-        return self
+def _is_console_handler(handler: logging.Handler) -> bool:
+    return isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.stderr)
 
-    def __exit__(self, *exc: object) -> None:
-        pass
+
+def _logs_around_bars(show: bool) -> contextlib.AbstractContextManager:
+    """While bars are shown, console log lines of the ``framework`` logger go through ``tqdm.write``
+    (:func:`tqdm.contrib.logging.logging_redirect_tqdm`) so they do not break the bars; a no-op
+    when progress is off or the logger writes nowhere on the console."""
+    logger = logging.getLogger("framework")
+    if not show or not any(_is_console_handler(h) for h in logger.handlers):
+        return contextlib.nullcontext()
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm(loggers=[logger], tqdm_class=tqdm)
+
+
+@dataclass
+class _ModelWork:
+    """One model's share of a run once its weights are resolved."""
+
+    choice: ModelChoice
+    cells: list[PlannedCell]              # pending cells, keyed by the weights (plan keys if unresolved)
+    weights: WeightsInfo | None = None    # None: the weights could not be resolved (``error`` says why)
+    error: str | None = None
+    model: ModelPlugin | None = None      # kept loaded from the weights check to spare a second load
 
 
 def _error_text(exc: BaseException) -> str:
@@ -332,14 +376,11 @@ def _align(activations: Activations, target: Target, stimuli: StimulusSet) -> Ac
     if stimuli.labels is not None:
         label_of = dict(zip(stimuli.ids, stimuli.labels))
         info["labels"] = [label_of.get(s) for s in target.stimulus_ids]
-    if tuple(target.stimulus_ids) == tuple(activations.stimulus_ids):
+    idx = stimulus_order(activations.stimulus_ids, target.stimulus_ids, target="signal",
+                         fix="The dataset's stimulus list and its recordings disagree; fix the dataset's "
+                             "stimulus ids.")
+    if idx is None:
         return Activations(dict(activations.items()), activations.stimulus_ids, info)
-    pos = {s: i for i, s in enumerate(activations.stimulus_ids)}
-    missing = [s for s in target.stimulus_ids if s not in pos]
-    if missing:
-        raise DataError(f"The signal has {len(missing)} stimuli the model never saw (first: {missing[:3]}); "
-                        "the dataset's stimulus list and its recordings disagree - fix the dataset's stimulus ids.")
-    idx = np.array([pos[s] for s in target.stimulus_ids])
     return Activations({k: np.asarray(v)[idx] for k, v in activations.items()}, tuple(target.stimulus_ids), info)
 
 
@@ -349,7 +390,7 @@ class Scheduler:
     def __init__(self, plan: Plan, store: ResultsStore, *, progress: bool | None = None) -> None:
         self.plan = plan
         self.store = store
-        self.progress = _Progress(progress)
+        self.show_progress = _show_progress(progress)
         self.cache_root = store.directory / "cache"
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self._versions = package_versions()
@@ -399,75 +440,159 @@ class Scheduler:
         return targets, errors
 
     # -- models -------------------------------------------------------------------------
-    def _activations(self, choice: ModelChoice) -> tuple[Activations, WeightsInfo, dict[str, Any]]:
+    def _identify(self, summary: RunSummary) -> list[_ModelWork]:
+        """Resolve each model's weights, key its cells by them and keep the cells not yet in the store.
+
+        The model would resolve its weights before extracting anyway: offline a pretrained
+        load fails fast (``weights="auto"`` falls back to seeded random init), otherwise the
+        checkpoint is read. Only the first model with pending cells stays loaded (memory);
+        the others are built again when their turn comes.
+        """
+        done = self.store.done_keys()
+        scored_before = self.store.done_plan_keys()
+        by_model: dict[str, list[PlannedCell]] = {}
+        for c in self.plan.cells:
+            by_model.setdefault(c.model.name, []).append(c)
+        works: list[_ModelWork] = []
+        keep = True
+        for name, cells in by_model.items():
+            choice = cells[0].model
+            try:
+                model = _build_model(self._registry, choice, self.plan.config.seed)
+                weights = model.weights_info()
+            except Exception as exc:
+                if not isinstance(exc, FrameworkError):
+                    log.debug("Model failure:\n%s", traceback.format_exc())
+                text = f"model '{name}' failed: {_error_text(exc)}"
+                log.error(text)
+                works.append(_ModelWork(choice, cells, error=text))
+                continue
+            keyed = [replace(c, cell=c.cell.with_weights(weights.source, weights.digest)) for c in cells]
+            pending = [c for c in keyed if c.cell.key not in done]
+            summary.n_skipped += len(keyed) - len(pending)
+            again = sum(c.cell.plan_key in scored_before for c in pending)
+            if again:
+                log.info("Model '%s' now has weights %s (%s, digest %s...); %d of its cell(s) in the store were "
+                         "scored with other weights and are scored again.", name, weights.label, weights.source,
+                         weights.digest[:12], again)
+            work = _ModelWork(choice, pending, weights)
+            if pending and keep:
+                work.model, keep = model, False
+            works.append(work)
+            del model
+        return works
+
+    def _activations(self, work: _ModelWork) -> tuple[Activations, WeightsInfo, dict[str, Any]]:
         from framework.activation_cache import ActivationCache
 
-        model = _build_model(self._registry, choice, self.plan.config.seed)
+        choice = work.choice
+        weights = work.weights
+        assert weights is not None
+        model, work.model = work.model, None
+        if model is None:  # built again with the weights _identify resolved: no second download or fallback
+            resolved = {"pretrained": "pretrained", "random": "random"}.get(weights.source, choice.weights)
+            model = _build_model(self._registry, replace(choice, weights=resolved), self.plan.config.seed)
         layers = choice.layers or model.default_layers()
         _check_layers(model, layers, choice.name)
-        weights = model.weights_info()
         cache = ActivationCache(self.cache_root / "activations")
-        key = cache.key(choice.name, choice.params, weights, list(layers), model.preprocessing(),
-                        self.plan.dataset.digest, self.plan.config.reduction)
+
+        def key_for(weights: WeightsInfo) -> str:
+            return cache.key(choice.name, choice.identity or model_identity(model, choice.params), weights,
+                             list(layers), model.preprocessing(),
+                             self.plan.dataset.digest, self.plan.config.reduction)
+
+        key = key_for(weights)
+        cached = cache.get(key)
+        if cached is None:  # extraction needs the weights: loaded now unless kept from _identify
+            actual = model.weights_info()
+            if (actual.source, actual.digest) != (weights.source, weights.digest):
+                log.warning("Model '%s': its weights changed during the run (now %s, digest %s...); its cells are "
+                            "keyed by the weights used.", choice.name, actual.label, actual.digest[:12])
+                weights = actual
+                key = key_for(weights)
+                cached = cache.get(key)
         info = {"activations_key": key, "layers": list(layers), "preprocessing": model.preprocessing(),
                 "plugin_version": model.version()}
-        cached = cache.get(key)
         if cached is not None:
             info["extraction"] = "cache"
             return cached, weights, info
         n = len(self.plan.dataset.stimuli)
         t0 = time.perf_counter()
-        with self.progress.bar(n, f"{choice.name}: activations", unit="img") as bar:
+        with _bar(n, f"{choice.name}: activations", "img", show=self.show_progress) as bar:
             acts = cache.extract(model, self.plan.dataset.stimuli, list(layers), key=key,
-                                 batch_size=self.plan.config.batch_size, progress=bar.update_to,
+                                 batch_size=self.plan.config.batch_size,
+                                 progress=lambda done: bar.update(done - bar.n),  # reports cumulative counts
                                  reduction=self.plan.config.reduction)
         info["extraction"] = f"{time.perf_counter() - t0:.2f} s"
         log.info("Extracted %d layers of '%s' for %d stimuli in %s.", len(layers), choice.name, n, info["extraction"])
         return acts, weights, info
+
+    def _rekey(self, work: _ModelWork, weights: WeightsInfo, summary: RunSummary, bar: Any) -> list[PlannedCell]:
+        """``work``'s cells keyed by ``weights`` (changed since :meth:`_identify`), minus those now in the store."""
+        cells = [replace(c, cell=c.cell.with_weights(weights.source, weights.digest)) for c in work.cells]
+        done = self.store.done_keys()
+        pending = [c for c in cells if c.cell.key not in done]
+        if len(pending) < len(cells):
+            summary.n_skipped += len(cells) - len(pending)
+            bar.update(len(cells) - len(pending))
+            log.info("%d cell(s) of '%s' with these weights are already in the store; skipping them.",
+                     len(cells) - len(pending), work.choice.name)
+        return pending
 
     # -- the run ------------------------------------------------------------------------
     def execute(self, registry: Registry) -> RunSummary:
         self._registry = registry
         plan = self.plan
         t_start = time.perf_counter()
-        done = self.store.done_keys()
-        pending = [c for c in plan.cells if c.cell.key not in done]
-        summary = RunSummary(self.run_id, len(plan.cells), n_skipped=len(plan.cells) - len(pending))
+        summary = RunSummary(self.run_id, len(plan.cells))
         self.store.start_run(self.run_id, plan.config.model_dump(mode="json"))
-        if summary.n_skipped:
-            log.info("%d of %d cells already in the store; skipping them.", summary.n_skipped, len(plan.cells))
-        if not pending:
-            summary.seconds = time.perf_counter() - t_start
-            self.store.finish_run(self.run_id, n_done=0, n_failed=0, n_skipped=summary.n_skipped)
-            return summary
+        with _logs_around_bars(self.show_progress):
+            works = self._identify(summary)
+            if summary.n_skipped:
+                log.info("%d of %d cells already in the store (same inputs and weights); skipping them.",
+                         summary.n_skipped, len(plan.cells))
+            if any(w.cells for w in works):
+                self._run_pending(works, summary)
+        summary.seconds = time.perf_counter() - t_start
+        self.store.finish_run(self.run_id, n_done=summary.n_done, n_failed=summary.n_failed,
+                              n_skipped=summary.n_skipped)
+        return summary
 
-        targets, signal_errors = self._compute_signals({c.signal for c in pending}, summary)
-        by_model: dict[str, list[PlannedCell]] = {}
-        for c in pending:
-            by_model.setdefault(c.model.name, []).append(c)
-
-        with self.progress.bar(len(pending), "cells", unit="cell") as cells_bar:
-            for model_name, cells in by_model.items():
-                choice = cells[0].model
+    def _run_pending(self, works: list[_ModelWork], summary: RunSummary) -> None:
+        needed = {c.signal for w in works if w.error is None for c in w.cells}
+        targets, signal_errors = self._compute_signals(needed, summary) if needed else ({}, {})
+        with _bar(sum(len(w.cells) for w in works), "cells", "cell", show=self.show_progress) as cells_bar:
+            for work in works:
+                if not work.cells:
+                    continue
+                model_name = work.choice.name
+                if work.error is not None:  # weights unresolved: the cells keep their plan keys
+                    for c in work.cells:
+                        self._fail(c, work.error, summary)
+                        cells_bar.update()
+                    continue
+                assert work.weights is not None
+                cells_bar.set_postfix_str(f"{model_name}: activations", refresh=True)
                 try:
-                    acts, weights, model_info = self._activations(choice)
+                    acts, weights, model_info = self._activations(work)
                 except Exception as exc:
                     if not isinstance(exc, FrameworkError):
                         log.debug("Model failure:\n%s", traceback.format_exc())
                     text = f"model '{model_name}' failed: {_error_text(exc)}"
                     log.error(text)
-                    for c in cells:
-                        self._fail(c, text, summary)
+                    for c in work.cells:
+                        self._fail(c, text, summary, weights_source=work.weights.source,
+                                   weights_label=work.weights.label)
                         cells_bar.update()
                     continue
+                cells = work.cells
+                if (weights.source, weights.digest) != (work.weights.source, work.weights.digest):
+                    cells = self._rekey(work, weights, summary, cells_bar)
                 for c in cells:
+                    cells_bar.set_postfix_str(f"{model_name} × {c.signal} × {c.metric}", refresh=True)
                     self._score_cell(c, acts, weights, model_info, targets, signal_errors, summary)
                     cells_bar.update()
                 del acts
-        summary.seconds = time.perf_counter() - t_start
-        self.store.finish_run(self.run_id, n_done=summary.n_done, n_failed=summary.n_failed,
-                              n_skipped=summary.n_skipped)
-        return summary
 
     def _fail(self, c: PlannedCell, text: str, summary: RunSummary, **kwargs: Any) -> None:
         self.store.record_error(c.cell, text, run_id=self.run_id, **kwargs)

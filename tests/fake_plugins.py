@@ -13,6 +13,7 @@ import numpy as np
 from framework.contracts import DatasetPlugin, MetricPlugin, ModelPlugin, SignalPlugin, WeightsInfo
 from framework.errors import DataError
 from framework.hookspecs import hookimpl
+from framework.params import PluginParams, param
 from framework.registry import PluginSpec
 from framework.types import Dataset, Responses, Score, SiteTable, StimulusSet, digest_of
 
@@ -30,8 +31,12 @@ def fake_stimuli() -> StimulusSet:
 class FakeDataset(DatasetPlugin):
     """Responses dataset: site j responds to the image mean with gain j+1, plus noise."""
 
-    def __init__(self, *, cache_dir=None, noise: float = 0.1) -> None:
-        self.noise = noise
+    class Params(PluginParams):
+        noise: float = param(0.1, "SD of the added Gaussian noise", ge=0)
+
+    def __init__(self, *, cache_dir=None, **params) -> None:
+        self._init_params(params, "fake-responses")
+        self.noise = self.params.noise
 
     def load(self) -> Dataset:
         stimuli = fake_stimuli()
@@ -50,9 +55,15 @@ class FakeModel(ModelPlugin):
 
     plugin_version = "1.0"
 
-    def __init__(self, *, name: str, weights: str = "auto", weights_file=None, seed: int = 0,
-                 fail: bool = False, pretrained_available: bool = False) -> None:
+    class Params(PluginParams):
+        fail: bool = param(False, "raise inside extract")
+        pretrained_available: bool = param(False, "whether 'pretrained' weights can be had")
+
+    def __init__(self, *, name: str, weights: str = "auto", weights_file=None, seed: int = 0, layers=None,
+                 **params) -> None:
         self.name = name
+        self._init_params(params)
+        fail, pretrained_available = self.params.fail, self.params.pretrained_available
         self.fail = fail
         self._missing = weights == "pretrained" and not pretrained_available and weights_file is None
         if weights_file is not None:
@@ -100,9 +111,14 @@ class FakeSignal(SignalPlugin):
     """Passes responses through ('resp') or negated ('resp-neg')."""
 
     accepts = frozenset({"responses"})
+    name = "fake-signal"
 
-    def __init__(self, *, fail: bool = False) -> None:
-        self.fail = fail
+    class Params(PluginParams):
+        fail: bool = param(False, "raise inside compute")
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        self.fail = self.params.fail
         self.compute_calls = 0
 
     def names(self, dataset_kind):
@@ -129,12 +145,16 @@ class FakeMetric(MetricPlugin):
     accepts = frozenset({"responses"})
     headline = "max over layers of the mean Pearson r between the layer's feature mean and each site"
 
-    def __init__(self, *, sleep: float = 0.0, fail_on_signal_sign: str | None = None) -> None:
-        self.sleep = sleep
-        self.fail_on = fail_on_signal_sign
+    name = "fake-corr"
 
-    def parameters(self):
-        return {"sleep": self.sleep, "fail_on_signal_sign": self.fail_on}
+    class Params(PluginParams):
+        sleep: float = param(0.0, "seconds to sleep per score", ge=0)
+        fail_on_signal_sign: str | None = param(None, "raise on targets whose info['sign'] is this")
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        self.sleep = self.params.sleep
+        self.fail_on = self.params.fail_on_signal_sign
 
     def score(self, activations, target, *, seed=0):
         if self.fail_on is not None and target.info.get("sign") == self.fail_on:

@@ -135,7 +135,7 @@ def test_names_and_parameters():
     assert "lowgamma@150-350" in names and sig.names("responses") == [] and sig.names("rdms") == []
     p = sig.parameters("lowgamma@150-350")
     json.dumps(p)
-    assert p["band_hz"] == [30.0, 70.0] and p["window_ms"] == [150.0, 350.0] and p["baseline_ms"] == [-500.0, -100.0]
+    assert p["band_hz"] == [30.0, 70.0] and p["window_ms"] == [150.0, 350.0] and p["baseline"] == [-500.0, -100.0]
     assert p["n_cycles"] == 7.0 and p["reduction"] == "max-subband"
     assert BandPowerSignal(n_cycles=4).parameters("theta@50-250")["n_cycles"] == 4.0
     assert BandPowerSignal(n_cycles={"theta": 2}).parameters("theta@50-250")["n_cycles"] == 2.0

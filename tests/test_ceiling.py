@@ -6,8 +6,8 @@ import pytest
 from scipy import stats
 
 from framework.errors import ConfigError, DataError
-from plugins.metrics import _ceiling
-from plugins.metrics._ceiling import masked_pearson, spearman_brown, split_half_reliability
+from framework.numerics import ceiling
+from framework.numerics.ceiling import masked_pearson, spearman_brown, split_half_reliability
 
 
 def _reps(n_reps=4, n_stim=30, n_sites=5, noise=1.0, seed=0):
@@ -76,7 +76,7 @@ def test_ceiling_estimates_reliability_of_the_mean():
 def test_chunking_does_not_change_result(monkeypatch):
     reps = _reps(seed=6)
     whole = split_half_reliability(reps, n_splits=5, seed=1)
-    monkeypatch.setattr(_ceiling, "_CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(ceiling, "_CHUNK_ELEMENTS", 1)
     chunked = split_half_reliability(reps, n_splits=5, seed=1)
     np.testing.assert_allclose(chunked.r_half, whole.r_half, rtol=1e-12)
 

@@ -10,7 +10,7 @@ import pytest
 
 from framework.contracts import DatasetPlugin
 from framework.errors import ConfigError, DataError
-from plugins.datasets import demo as demo_module
+from framework.paths import user_cache_dir
 from plugins.datasets.demo import DemoDataset
 
 SMALL = dict(n_images_per_category=4, n_subjects=2, n_sites=10)
@@ -121,19 +121,23 @@ def test_cached_load_is_fast_and_does_not_regenerate(tmp_path, monkeypatch):
 
 def test_default_cache_dir_follows_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("FRAMEWORK_CACHE_DIR", str(tmp_path))
-    assert demo_module.default_cache_dir() == tmp_path / "datasets"
+    assert user_cache_dir() == tmp_path
     assert DemoDataset().path.parent == tmp_path / "datasets"
     monkeypatch.delenv("FRAMEWORK_CACHE_DIR")
-    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    assert demo_module.default_cache_dir() == Path.home() / ".cache" / "framework" / "datasets"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert DemoDataset().path.parent == tmp_path / "xdg" / "framework" / "datasets"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert user_cache_dir() == Path.home() / ".cache" / "framework"
+    assert DemoDataset().path.parent == Path.home() / ".cache" / "framework" / "datasets"
 
 
 def test_bad_parameters_and_corrupt_cache(tmp_path):
-    with pytest.raises(ConfigError, match="n_subjects must be an integer >= 1, got 0"):
+    with pytest.raises(ConfigError, match=r"Invalid value 0 \(int\) for parameter 'n_subjects' of dataset 'demo': "
+                                          r"expected an integer >= 1"):
         DemoDataset(n_subjects=0)
     with pytest.raises(ConfigError, match="n_images_per_category"):
         DemoDataset(n_images_per_category=2.5)
-    with pytest.raises(ConfigError, match="Unknown parameter"):
+    with pytest.raises(ConfigError, match="has no parameter 'n_subject'. Did you mean 'n_subjects'"):
         DemoDataset(n_subject=3)
     plugin = DemoDataset(cache_dir=tmp_path, **SMALL)
     ds = plugin.load()

@@ -8,8 +8,9 @@ import pytest
 import scipy.stats
 
 from framework.errors import ConfigError, DataError
+from framework.numerics.stats import bootstrap_weights, table_spearman
 from framework.types import Activations, BrainRDMs, Responses, SiteTable
-from plugins.metrics.alignment import AlignmentMetric, bootstrap_weights, table_spearman
+from plugins.metrics.alignment import AlignmentMetric
 
 AREAS = ("17", "18", "19", "37", "20")
 N = 40

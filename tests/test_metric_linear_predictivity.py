@@ -14,11 +14,13 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from framework.errors import ConfigError, DataError
+from framework.numerics.ceiling import split_half_reliability
+from framework.numerics.gram import fold_grams
+from framework.numerics.ridge import DEFAULT_ALPHAS
+from framework.numerics.splits import kfold_splits
+from framework.numerics.stats import pearson_columns
 from framework.types import Activations, BrainRDMs, Responses, SiteTable
-from plugins.metrics._ceiling import split_half_reliability
-from plugins.metrics._ridge import DEFAULT_ALPHAS
-from plugins.metrics._splits import kfold_splits
-from plugins.metrics.linear_predictivity import LinearPredictivityMetric, fold_grams, pearson_columns
+from plugins.metrics.linear_predictivity import LinearPredictivityMetric
 
 
 @pytest.fixture(autouse=True)

@@ -11,8 +11,9 @@ from scipy.spatial.distance import pdist
 
 from framework.contracts import MetricPlugin
 from framework.errors import ConfigError, DataError
+from framework.numerics.ceiling import noise_ceilings
 from framework.types import Activations, BrainRDMs, Responses, SiteTable
-from plugins.metrics.rsa import RSAMetric, noise_ceilings
+from plugins.metrics.rsa import RSAMetric
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 N = 16
@@ -100,9 +101,9 @@ def test_kendall_tau_a_responses(setup) -> None:
 
 
 def test_bad_parameters_rejected() -> None:
-    with pytest.raises(ConfigError, match="rsa: distance.*Did you mean 'correlation'"):
+    with pytest.raises(ConfigError, match="'distance' of metric 'rsa'.*Did you mean 'correlation'"):
         RSAMetric(distance="corelation")
-    with pytest.raises(ConfigError, match="rsa: comparison"):
+    with pytest.raises(ConfigError, match="'comparison' of metric 'rsa'"):
         RSAMetric(comparison="kendall")
     with pytest.raises(ConfigError, match="n_permutations"):
         RSAMetric(n_permutations=-1)

@@ -170,9 +170,12 @@ def test_alexnet_extraction_matches_manual_forward(alexnet, stimuli):
     np.testing.assert_allclose(acts["conv5"], conv5.reshape(3, -1).numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(acts["fc6"], fc6.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(acts["fc8"], logits.numpy(), rtol=1e-4, atol=1e-5)
-    # an early-stopped pass (only conv1 requested) gives the same numbers
-    only = _collect(alexnet, stimuli, ["conv1"], batch_size=3)
+    # an early-stopped pass (only conv1 requested) gives the same numbers at the same batch size
+    # (another batch size may take another oneDNN convolution kernel: equal to float32 rounding only)
+    only = _collect(alexnet, stimuli, ["conv1"], batch_size=2)
     np.testing.assert_array_equal(only["conv1"], acts["conv1"])
+    other_batch = _collect(alexnet, stimuli, ["conv1"], batch_size=3)
+    np.testing.assert_allclose(other_batch["conv1"], acts["conv1"], rtol=1e-5, atol=1e-5)
 
 
 def test_hooks_removed_and_no_mode_leak(alexnet, stimuli):
@@ -246,6 +249,9 @@ def test_torchvision_offline_message_names_weights_file(monkeypatch, tmp_path):
     def no_download(*args, **kwargs):
         raise OSError("offline (test)")
 
+    import urllib.request
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_download)    # the plugin's own downloader
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
     model = TorchvisionModel(name="squeezenet1_0", arch="squeezenet1_0", weights="pretrained")
     with pytest.raises(DataError, match=r"--weights-file squeezenet1_0=PATH"):
@@ -348,7 +354,7 @@ def test_timm_unknown_name_suggests():
         TimmModel(name="timm:resnet81")
     with pytest.raises(ConfigError, match="timm:<model>"):
         TimmModel(name="resnet18")
-    with pytest.raises(ConfigError, match="mean must be 3 numbers"):
+    with pytest.raises(ConfigError, match="parameter 'mean' of model .*expected a list of numbers with 3 items"):
         TimmModel(name="timm:resnet18", mean=(0.5, 0.5))
 
 

@@ -16,9 +16,8 @@ import pytest
 import scipy.stats
 
 from framework.errors import ConfigError, DataError
-from plugins.metrics import _permutation, _rdm
-from framework.stats import fdr_bh
-from plugins.metrics._permutation import (
+from framework.numerics import permutation, rdm
+from framework.numerics.permutation import (
     draw_permutations,
     inverse_permutations,
     min_exceedances_to_stop,
@@ -26,6 +25,7 @@ from plugins.metrics._permutation import (
     permutation_test,
     tie_tolerance,
 )
+from framework.numerics.stats import fdr_bh
 
 N_STIM = 12
 
@@ -34,7 +34,7 @@ def _data(seed: int = 0, n_sites: int = 4, n_layers: int = 3, planted: bool = Tr
     rng = np.random.default_rng(seed)
     feats = rng.normal(size=(n_layers, N_STIM, 6))
     feats[:, :, 0] *= 4.0  # one dominant axis per layer
-    layers = np.column_stack([_rdm.rdm(f) for f in feats])
+    layers = np.column_stack([rdm.rdm(f) for f in feats])
     resp = rng.normal(size=(N_STIM, n_sites))
     if planted:  # site 0 reads out layer 0 strongly
         resp[:, 0] = feats[0][:, 0] * 3 + 0.1 * rng.normal(size=N_STIM)
@@ -84,12 +84,12 @@ def test_draw_permutations_reproducible() -> None:
 
 def test_pair_gather_index_is_permuted_upper_triangle() -> None:
     rng = np.random.default_rng(1)
-    d = _rdm.site_rdms(rng.normal(size=(N_STIM, 1)))[:, 0]
+    d = rdm.site_rdms(rng.normal(size=(N_STIM, 1)))[:, 0]
     square = scipy.spatial.distance.squareform(d)
     perms = draw_permutations(2, N_STIM, 20)
     g = pair_gather_index(perms)
     for k, p in enumerate(perms):
-        np.testing.assert_array_equal(d[g[k]], _rdm.upper(square[np.ix_(p, p)]))
+        np.testing.assert_array_equal(d[g[k]], rdm.upper(square[np.ix_(p, p)]))
 
 
 def test_permuting_the_layer_by_the_inverse_equals_permuting_the_site() -> None:
@@ -120,7 +120,7 @@ def test_matches_plain_loop_exactly(comparison, stat, alternative) -> None:
     n_perm = 120
     perms = draw_permutations(7, N_STIM, n_perm)
     perms[[5, 77]] = np.arange(N_STIM)          # the identity is a tie and counts, in both
-    res = permutation_test(_rdm.prepare(layers, comparison), _rdm.prepare(_rdm.site_rdms(resp), comparison),
+    res = permutation_test(rdm.prepare(layers, comparison), rdm.prepare(rdm.site_rdms(resp), comparison),
                            N_STIM, perms=perms, alternative=alternative, early_stopping=False)
     obs, count = _loop_counts(layers, resp, perms, stat, alternative)
     np.testing.assert_allclose(res.observed, obs, atol=1e-12)
@@ -137,13 +137,13 @@ def test_matches_float64_reference_at_40_stimuli() -> None:
     n, n_perm = 40, 300
     rng = np.random.default_rng(21)
     feats = rng.normal(size=(3, n, 5))
-    layers = np.column_stack([_rdm.rdm(f) for f in feats])
+    layers = np.column_stack([rdm.rdm(f) for f in feats])
     resp = rng.normal(size=(n, 30))
     resp[:, :6] += feats[0][:, :1] * np.linspace(0.2, 2.0, 6)      # graded signal
     iu, ju = np.triu_indices(n, 1)
     perms = draw_permutations(5, n, n_perm)
-    z_s = _rdm.prepare(_rdm.site_rdms(resp), "spearman")
-    z_l = _rdm.prepare(layers, "spearman")
+    z_s = rdm.prepare(rdm.site_rdms(resp), "spearman")
+    z_l = rdm.prepare(layers, "spearman")
     res = permutation_test(z_l, z_s, n, perms=perms, early_stopping=False)
     squares = [scipy.spatial.distance.squareform(layers[:, l]) for l in range(3)]
     null = np.stack([np.column_stack([sq[np.ix_(q, q)][iu, ju] for sq in squares])
@@ -160,9 +160,9 @@ def test_matches_float64_reference_at_40_stimuli() -> None:
 
 @pytest.mark.parametrize("workers", [1, 4])
 def test_batching_does_not_change_results(workers, monkeypatch) -> None:
-    monkeypatch.setattr(_permutation, "_MAX_WORKERS", workers)
+    monkeypatch.setattr(permutation, "_MAX_WORKERS", workers)
     layers, resp = _data(n_sites=12)
-    z_l, z_s = _rdm.prepare(layers, "spearman"), _rdm.prepare(_rdm.site_rdms(resp), "spearman")
+    z_l, z_s = rdm.prepare(layers, "spearman"), rdm.prepare(rdm.site_rdms(resp), "spearman")
     kw = dict(n_permutations=400, seed=3, alpha=0.05)
     one = permutation_test(z_l, z_s, N_STIM, **kw)
     # 3 permutations per batch, groups of 4 sites across input blocks of 5 and 7
@@ -180,7 +180,7 @@ def test_early_stopping_never_changes_a_decision() -> None:
     layers, resp = _data(seed=4, n_sites=20)
     for s in range(1, 6):  # more planted sites of varying strength, some near the threshold
         resp[:, s] = resp[:, 0] * (0.3 * s) + rng.normal(size=N_STIM)
-    z_l, z_s = _rdm.prepare(layers, "spearman"), _rdm.prepare(_rdm.site_rdms(resp), "spearman")
+    z_l, z_s = rdm.prepare(layers, "spearman"), rdm.prepare(rdm.site_rdms(resp), "spearman")
     full = permutation_test(z_l, z_s, N_STIM, n_permutations=n_perm, seed=0, alpha=alpha, early_stopping=False)
     fast = permutation_test(z_l, z_s, N_STIM, n_permutations=n_perm, seed=0, alpha=alpha, early_stopping=True)
     h = min_exceedances_to_stop(alpha, n_perm)

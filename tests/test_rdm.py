@@ -7,7 +7,7 @@ import scipy.stats
 from scipy.spatial.distance import pdist, squareform
 
 from framework.errors import ConfigError, DataError
-from plugins.metrics import _rdm
+from framework.numerics import rdm
 
 
 @pytest.fixture
@@ -16,31 +16,31 @@ def features() -> np.ndarray:
     return (rng.normal(size=(14, 300)) + 3.0).astype(np.float32)
 
 
-@pytest.mark.parametrize("distance", _rdm.DISTANCES)
+@pytest.mark.parametrize("distance", rdm.DISTANCES)
 def test_rdm_matches_pdist(features: np.ndarray, distance: str) -> None:
     want = pdist(features.astype(np.float64), distance)
-    got = _rdm.rdm(features, distance)
+    got = rdm.rdm(features, distance)
     assert got.dtype == np.float64 and got.shape == (14 * 13 // 2,)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("distance", _rdm.DISTANCES)
+@pytest.mark.parametrize("distance", rdm.DISTANCES)
 def test_rdm_blocks_and_order(features: np.ndarray, distance: str) -> None:
     """Tiny feature blocks (many Gram updates) and a row order give the reordered pdist."""
     order = np.random.default_rng(1).permutation(14)[:10]
-    got = _rdm.rdm(features, distance, order=order, block_bytes=8 * 14 * 7)
+    got = rdm.rdm(features, distance, order=order, block_bytes=8 * 14 * 7)
     np.testing.assert_allclose(got, pdist(features[order].astype(np.float64), distance), rtol=1e-10, atol=1e-10)
 
 
 def test_site_rdms_and_upper() -> None:
     r = np.random.default_rng(2).normal(size=(9, 4)).astype(np.float32)
-    got = _rdm.site_rdms(r)
+    got = rdm.site_rdms(r)
     for s in range(4):
         np.testing.assert_allclose(got[:, s], pdist(r[:, s:s + 1].astype(np.float64)), rtol=1e-12)
-        np.testing.assert_allclose(_rdm.site_rdms(r, squared=True)[:, s],
+        np.testing.assert_allclose(rdm.site_rdms(r, squared=True)[:, s],
                                    pdist(r[:, s:s + 1].astype(np.float64), "sqeuclidean"), rtol=1e-12)
     stack = np.stack([squareform(got[:, s]) for s in range(4)])
-    np.testing.assert_array_equal(_rdm.upper(stack), got.T)
+    np.testing.assert_array_equal(rdm.upper(stack), got.T)
 
 
 def _with_ties(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
@@ -52,8 +52,8 @@ def test_spearman_pearson_match_scipy(ties: bool) -> None:
     rng = np.random.default_rng(3)
     a = _with_ties(rng, 45, 3) if ties else rng.normal(size=(45, 3))
     b = _with_ties(rng, 45, 2) if ties else rng.normal(size=(45, 2))
-    sp = _rdm.compare(a, b, "spearman")
-    pe = _rdm.compare(a, b, "pearson")
+    sp = rdm.compare(a, b, "spearman")
+    pe = rdm.compare(a, b, "pearson")
     for i in range(3):
         for j in range(2):
             assert sp[i, j] == pytest.approx(scipy.stats.spearmanr(a[:, i], b[:, j]).statistic, abs=1e-12)
@@ -91,8 +91,8 @@ def test_tau_a_and_rho_a_match_brute_force(ties: bool) -> None:
     rng = np.random.default_rng(4)
     a = _with_ties(rng, 28, 2) if ties else rng.normal(size=(28, 2))
     b = _with_ties(rng, 28, 2) if ties else rng.normal(size=(28, 2))
-    tau = _rdm.compare(a, b, "kendall-tau-a")
-    rho = _rdm.compare(a, b, "rho-a")
+    tau = rdm.compare(a, b, "kendall-tau-a")
+    rho = rdm.compare(a, b, "rho-a")
     for i in range(2):
         for j in range(2):
             assert tau[i, j] == pytest.approx(_brute_tau_a(a[:, i], b[:, j]), abs=1e-12)
@@ -108,21 +108,21 @@ def test_tau_a_and_rho_a_match_brute_force(ties: bool) -> None:
 def test_constant_rdm_gives_nan_and_tau_a_zero() -> None:
     a = np.ones((10, 1))
     b = np.arange(10.0)[:, None]
-    assert np.isnan(_rdm.compare(a, b, "spearman")[0, 0])
-    assert np.isnan(_rdm.compare(a, b, "pearson")[0, 0])
-    assert _rdm.compare(a, b, "kendall-tau-a")[0, 0] == 0.0
+    assert np.isnan(rdm.compare(a, b, "spearman")[0, 0])
+    assert np.isnan(rdm.compare(a, b, "pearson")[0, 0])
+    assert rdm.compare(a, b, "kendall-tau-a")[0, 0] == 0.0
 
 
 def test_bad_input_is_reported() -> None:
     with pytest.raises(ConfigError, match="Did you mean 'euclidean'"):
-        _rdm.rdm(np.zeros((4, 2)), "euclidian")
+        rdm.rdm(np.zeros((4, 2)), "euclidian")
     with pytest.raises(ConfigError, match="comparison"):
-        _rdm.compare(np.zeros((3, 1)), np.zeros((3, 1)), "kendall")
+        rdm.compare(np.zeros((3, 1)), np.zeros((3, 1)), "kendall")
     with pytest.raises(DataError, match="2-D"):
-        _rdm.rdm(np.zeros((4, 2, 2)))
+        rdm.rdm(np.zeros((4, 2, 2)))
     with pytest.raises(DataError, match="NaN"):
-        _rdm.rdm(np.full((4, 2), np.nan))
+        rdm.rdm(np.full((4, 2), np.nan))
     with pytest.raises(DataError, match="same stimuli"):
-        _rdm.compare(np.zeros((3, 1)), np.zeros((6, 1)))
+        rdm.compare(np.zeros((3, 1)), np.zeros((6, 1)))
     with pytest.raises(ConfigError, match="n_permutations"):
-        _rdm.check_comparison_for_permutations("kendall-tau-a", 10, "rsa")
+        rdm.check_comparison_for_permutations("kendall-tau-a", 10, "rsa")

@@ -6,8 +6,8 @@ import pytest
 import scipy.stats as st
 
 from framework.errors import ConfigError
-from framework.stats import fdr_bh as bh_fdr
-from plugins.signals.responsiveness import responsive_sites, wilcoxon_greater
+from framework.numerics.stats import fdr_bh as bh_fdr
+from plugins.signals._responsiveness import responsive_sites, wilcoxon_greater
 
 
 @pytest.mark.parametrize("n", [12, 30, 50, 51, 250])

@@ -7,8 +7,8 @@ from sklearn.linear_model import Ridge, RidgeCV
 from threadpoolctl import threadpool_limits
 
 from framework.errors import ConfigError, DataError
-from plugins.metrics._ridge import DEFAULT_ALPHAS, RidgePath, check_alphas, fit_predict, inner_cv
-from plugins.metrics._splits import kfold_splits
+from framework.numerics.ridge import DEFAULT_ALPHAS, RidgePath, check_alphas, fit_predict, inner_cv
+from framework.numerics.splits import kfold_splits
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ import pytest
 
 from framework.errors import DataError
 from framework.fileio import _umask
+from framework.contracts import LayerAreaMap
 from framework.leaderboard import build_boards, latest_rows, render_terminal, write_leaderboard
 from framework.store import Cell, ResultsStore
 from framework.types import Score
@@ -81,7 +82,8 @@ def test_leaderboard_files(tmp_path):
     with ResultsStore(tmp_path) as store:
         _record(store, "a", "lowgamma@50-250", 0.5)
         _record(store, "b", "lowgamma@50-250", 0.7)
-        boards, paths = write_leaderboard(store, {"m": "the headline"})
+        boards, paths = write_leaderboard(store, {"m": "the headline"},
+                                          {"m": (LayerAreaMap("layer_area", "r", "RDM correlation"),)})
     names = sorted(p.name for p in paths)
     assert names == ["leaderboard.csv", "leaderboard.html", "leaderboard.md"]
     rows = list(csv.DictReader(open(tmp_path / "leaderboard.csv")))

@@ -48,7 +48,9 @@ from typing import Any
 import numpy as np
 
 from framework.contracts import DatasetPlugin
-from framework.errors import ConfigError, DataError
+from framework.errors import DataError
+from framework.params import PluginParams, param
+from framework.paths import user_cache_dir
 from framework.types import Dataset, SiteTable, StimulusSet, digest_of
 
 log = logging.getLogger("framework.datasets.demo")
@@ -83,14 +85,6 @@ HIGHGAMMA_FRACTION = 0.35
 DRIVE_GAIN = 0.6
 EVOKED_THETA = 0.8
 IMAGE_SIZE = 128
-
-
-def default_cache_dir() -> Path:
-    """``$FRAMEWORK_CACHE_DIR/datasets`` if set, else ``$XDG_CACHE_HOME`` (or ``~/.cache``) ``/framework/datasets``."""
-    env = os.environ.get("FRAMEWORK_CACHE_DIR")
-    if env:
-        return Path(env) / "datasets"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "framework" / "datasets"
 
 
 # ----------------------------------------------------------------------------- images
@@ -282,13 +276,24 @@ def _simulate_subject(rng: np.random.Generator, stim_index: np.ndarray, drive: n
 
 
 # ----------------------------------------------------------------------------- plugin
+class DemoParams(PluginParams):
+    """Size and seed of the simulated demo dataset."""
+
+    n_images_per_category: int = param(20, "images per category (5 categories); 20 gives 100 images", ge=4)
+    n_subjects: int = param(3, "simulated subjects s01, s02, ...", ge=1)
+    n_sites: int = param(20, "contacts per subject, cycled through the area layout", ge=10)
+    n_repetitions: int = param(2, "presentations of each image per subject", ge=1)
+    seed: int = param(0, "seed of every random draw", ge=0)
+
+
 class DemoDataset(DatasetPlugin):
     """Built-in simulated intracranial dataset with a planted truth (see module docstring).
 
     Parameters
     ----------
     cache_dir : str or Path, optional
-        Where generated data are cached; default :func:`default_cache_dir`.
+        Where generated data are cached; default the ``datasets`` folder of
+        :func:`framework.paths.user_cache_dir`.
     n_images_per_category : int
         Images per category (5 categories), >= 4; 20 gives 100 images.
     n_subjects : int
@@ -304,22 +309,13 @@ class DemoDataset(DatasetPlugin):
     plugin_version = GENERATOR_VERSION
     name = "demo"
 
-    def __init__(self, *, cache_dir: str | Path | None = None, n_images_per_category: int = 20,
-                 n_subjects: int = 3, n_sites: int = 20, n_repetitions: int = 2, seed: int = 0,
-                 **unknown: Any) -> None:
-        if unknown:
-            raise ConfigError(f"Unknown parameter(s) {sorted(unknown)} for dataset 'demo'; valid: cache_dir, "
-                              "n_images_per_category, n_subjects, n_sites, n_repetitions, seed.")
-        for pname, value, low in (("n_images_per_category", n_images_per_category, 4), ("n_subjects", n_subjects, 1),
-                                  ("n_sites", n_sites, 10), ("n_repetitions", n_repetitions, 1)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ConfigError(f"dataset 'demo': {pname} must be an integer >= {low}, got {value!r}.")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ConfigError(f"dataset 'demo': seed must be an integer, got {seed!r}.")
-        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        self.params = {"n_images_per_category": int(n_images_per_category), "n_subjects": int(n_subjects),
-                       "n_sites": int(n_sites), "n_repetitions": int(n_repetitions), "seed": int(seed)}
-        self.key = digest_of("demo", GENERATOR_VERSION, self.params)
+    Params = DemoParams
+
+    def __init__(self, *, cache_dir: str | Path | None = None, **params: Any) -> None:
+        self._init_params(params, "demo")
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else user_cache_dir() / "datasets"
+        self.settings = self.params.key()
+        self.key = digest_of("demo", GENERATOR_VERSION, self.settings)
 
     @property
     def path(self) -> Path:
@@ -328,7 +324,7 @@ class DemoDataset(DatasetPlugin):
 
     # -- generation ---------------------------------------------------------------------
     def _layout(self, subject_index: int, rng: np.random.Generator) -> tuple[list[str], list[str], np.ndarray]:
-        n = self.params["n_sites"]
+        n = self.settings["n_sites"]
         areas = [AREA_LAYOUT[i % len(AREA_LAYOUT)] for i in range(n)]
         channels = [f"{chr(ord('A') + i // 4)}{i % 4 + 1}" if i < 104 else f"Z{i}" for i in range(n)]
         side = -1.0 if subject_index % 2 == 0 else 1.0
@@ -337,7 +333,7 @@ class DemoDataset(DatasetPlugin):
         return channels, areas, coords
 
     def _generate(self, target: Path) -> None:
-        p = self.params
+        p = self.settings
         images, ids, labels = draw_images(p["n_images_per_category"], p["seed"])
         features = image_features(images, labels)
         np.save(target / "images.npy", images)

@@ -56,7 +56,8 @@ class FileDataset(DatasetPlugin):
 
     plugin_version = "1"
 
-    def __init__(self, *, path: str | Path, cache_dir: str | Path | None = None) -> None:
+    def __init__(self, *, path: str | Path, cache_dir: str | Path | None = None, **params: Any) -> None:
+        self._init_params(params, "file")
         if not isinstance(path, (str, os.PathLike)) or not str(path):
             raise ConfigError(f"Dataset 'file' needs path = a dataset TOML file, got {path!r}; "
                               "pass --dataset PATH/TO/dataset.toml.")

@@ -10,84 +10,37 @@ target's ``area_order`` (Brodmann 17, 18, 19, 37, 20), contributes the point
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.stats
 
-from framework.contracts import MetricPlugin
+from framework.contracts import LayerAreaMap, MetricPlugin
+from framework.params import PluginParams, param
 from framework.errors import DataError
 from framework.types import Activations, Responses, Score, Target
-from framework.validation import check_option
-from framework.stats import fdr_bh
-from plugins.metrics.rsa import check_bool, check_fraction, check_int, site_rsa
+from framework.numerics.rsa import site_rsa
+from framework.numerics.stats import bootstrap_weights, fdr_bh, table_spearman
 
 log = logging.getLogger("framework.metrics.alignment")
 
 VARIANTS: tuple[str, ...] = ("all-significant", "best-layer")
 
 
-def table_spearman(counts: np.ndarray) -> np.ndarray:
-    """Spearman correlation of points given as a count table, vectorised over leading axes.
+class AlignmentParams(PluginParams):
+    """Parameters of the alignment metric (defaults: Kuzovkin et al. 2018)."""
 
-    The points are (row index, column index) pairs, cell ``(a, l)`` holding
-    ``counts[..., a, l]`` copies. Ties get average ranks, as in
-    :func:`scipy.stats.spearmanr` on the expanded points.
-
-    Parameters
-    ----------
-    counts : ndarray, (..., n_rows, n_cols)
-        Non-negative counts (may be float weights).
-
-    Returns
-    -------
-    ndarray, (...) float64
-        NaN where fewer than two distinct rows or columns are occupied.
-    """
-    c = np.asarray(counts, dtype=np.float64)
-    rows = c.sum(axis=-1)                                # (..., n_rows)
-    cols = c.sum(axis=-2)                                # (..., n_cols)
-    n = rows.sum(axis=-1)                                # (...)
-    mid = (n[..., None] + 1.0) / 2.0
-    rx = np.cumsum(rows, axis=-1) - rows + (rows + 1.0) / 2.0 - mid     # centred midranks of the rows
-    ry = np.cumsum(cols, axis=-1) - cols + (cols + 1.0) / 2.0 - mid
-    cov = np.einsum("...a,...al,...l->...", rx, c, ry)
-    vx = np.einsum("...a,...a->...", rows, rx * rx)
-    vy = np.einsum("...l,...l->...", cols, ry * ry)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = cov / np.sqrt(vx * vy)
-    return np.where((vx > 0) & (vy > 0), np.clip(rho, -1.0, 1.0), np.nan)
-
-
-def bootstrap_weights(rng: np.random.Generator, subjects: np.ndarray, n_bootstrap: int) -> np.ndarray:
-    """How often each site is drawn in each bootstrap sample.
-
-    One subject: sites are resampled with replacement. Several subjects:
-    hierarchical, subjects are resampled with replacement, then each drawn
-    subject's sites are resampled with replacement (a subject drawn ``k`` times
-    contributes ``k * n_sites_of_subject`` site draws).
-
-    Parameters
-    ----------
-    rng : numpy.random.Generator
-    subjects : ndarray of str, (n_sites,)
-    n_bootstrap : int
-
-    Returns
-    -------
-    ndarray, (n_bootstrap, n_sites) float64
-    """
-    uniq, inverse = np.unique(subjects, return_inverse=True)
-    n_sites = subjects.size
-    w = np.zeros((n_bootstrap, n_sites))
-    if uniq.size == 1:
-        w[:] = rng.multinomial(n_sites, np.full(n_sites, 1.0 / n_sites), size=n_bootstrap)
-        return w
-    subj_draws = rng.multinomial(uniq.size, np.full(uniq.size, 1.0 / uniq.size), size=n_bootstrap)
-    for j in range(uniq.size):                       # loop over subjects (not sites)
-        idx = np.flatnonzero(inverse == j)
-        w[:, idx] = rng.multinomial(subj_draws[:, j] * idx.size, np.full(idx.size, 1.0 / idx.size))
-    return w
+    n_permutations: int = param(10_000, "stimulus-label permutations per (site, layer) cell (published: 10000)",
+                                ge=1)
+    alpha: float = param(0.001, "significance level of a (site, layer) pair (published: 0.001)", gt=0, lt=1)
+    variant: Literal[VARIANTS] = param(  # type: ignore[valid-type]
+        "all-significant", "'all-significant' (published): every significant positive pair is a point; "
+        "'best-layer': one point per site")
+    n_bootstrap: int = param(1000, "bootstrap samples of the CI over sites (subjects, then sites); 0 skips it",
+                             ge=0)
+    ci_level: float = param(0.95, "coverage of the percentile bootstrap CI", gt=0, lt=1)
+    fdr: bool = param(False, "decide significance on Benjamini-Hochberg q-values (published: off)")
+    early_stopping: bool = param(True, "Besag-Clifford stopping of clearly non-significant cells")
 
 
 class AlignmentMetric(MetricPlugin):
@@ -120,23 +73,25 @@ class AlignmentMetric(MetricPlugin):
     higher_is_better: ClassVar[bool] = True
     headline: ClassVar[str] = ("rho_align: Spearman correlation between area rank and layer index over the "
                                "significant positive (site, layer) RSA pairs (Kuzovkin et al. 2018)")
+    layer_area_maps: ClassVar[tuple[LayerAreaMap, ...]] = (
+        LayerAreaMap("area_layer", "sum_significant_r_per_site",
+                     "sum of the significant positive RSA r per site of the area"),
+    )
     plugin_version = "1"
 
-    def __init__(self, *, n_permutations: int = 10_000, alpha: float = 0.001, variant: str = "all-significant",
-                 n_bootstrap: int = 1000, ci_level: float = 0.95, fdr: bool = False,
-                 early_stopping: bool = True) -> None:
-        self.n_permutations = check_int("alignment: n_permutations", n_permutations, minimum=1)
-        self.alpha = check_fraction("alignment: alpha", alpha)
-        self.variant = check_option("alignment: variant", variant, VARIANTS)
-        self.n_bootstrap = check_int("alignment: n_bootstrap", n_bootstrap, minimum=0)
-        self.ci_level = check_fraction("alignment: ci_level", ci_level)
-        self.fdr = check_bool("alignment: fdr", fdr)
-        self.early_stopping = check_bool("alignment: early_stopping", early_stopping)
+    Params = AlignmentParams
+    name = "alignment"
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        p = self.params
+        self.n_permutations, self.alpha, self.variant = p.n_permutations, p.alpha, p.variant
+        self.n_bootstrap, self.ci_level, self.fdr, self.early_stopping = (p.n_bootstrap, p.ci_level, p.fdr,
+                                                                           p.early_stopping)
 
     def parameters(self) -> dict[str, Any]:
-        return {"n_permutations": self.n_permutations, "alpha": self.alpha, "variant": self.variant,
-                "n_bootstrap": self.n_bootstrap, "ci_level": self.ci_level, "fdr": self.fdr,
-                "early_stopping": self.early_stopping, "distance": "euclidean", "comparison": "spearman"}
+        """The declared parameters plus the fixed RSA settings of the published method."""
+        return {**super().parameters(), "distance": "euclidean", "comparison": "spearman"}
 
     def score(self, activations: Activations, target: Target, *, seed: int = 0) -> Score:
         if not isinstance(target, Responses):

@@ -22,39 +22,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from framework.contracts import MetricPlugin
+from framework.contracts import LayerAreaMap, MetricPlugin
 from framework.errors import DataError
+from framework.numerics.areas import area_groups
+from framework.numerics.gram import centered_gram
+from framework.numerics.stimuli import stimulus_order
 from framework.types import Activations, Responses, Score, Target
 from framework.validation import check_array
-from plugins.metrics.linear_predictivity import align_activations, area_groups
 
 log = logging.getLogger("framework.metrics.cka")
-
-#: Feature columns converted to float64 at once when building a Gram matrix.
-_FEATURE_BLOCK = 4096
-
-
-def linear_gram(features: np.ndarray, *, block: int = _FEATURE_BLOCK) -> np.ndarray:
-    """Gram matrix of column-centred features, ``Xc Xc^T``, accumulated in float64.
-
-    Parameters
-    ----------
-    features : ndarray, (n_stimuli, n_features)
-        Any float dtype (e.g. a float32 memory map); not modified.
-    block : int
-        Number of feature columns converted to float64 at a time.
-
-    Returns
-    -------
-    ndarray, (n_stimuli, n_stimuli) float64
-    """
-    n = features.shape[0]
-    gram = np.zeros((n, n))
-    for start in range(0, features.shape[1], block):  # blocks bound the float64 copy
-        xc = np.asarray(features[:, start:start + block], dtype=np.float64)
-        xc = xc - xc.mean(axis=0)
-        gram += xc @ xc.T
-    return gram
 
 
 class _HSICKernel:
@@ -93,7 +69,7 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     """
     if x.shape[0] != y.shape[0] or x.shape[0] < 4:
         raise DataError(f"Linear CKA needs the same n_stimuli >= 4 on both sides, got {x.shape} and {y.shape}.")
-    kx, ky = _HSICKernel(linear_gram(x)), _HSICKernel(linear_gram(y))
+    kx, ky = _HSICKernel(centered_gram(x)), _HSICKernel(centered_gram(y))
     return _cka(kx, ky, unbiased_hsic(kx, kx), unbiased_hsic(ky, ky))
 
 
@@ -126,20 +102,24 @@ class CKAMetric(MetricPlugin):
     higher_is_better: ClassVar[bool] = True
     headline: ClassVar[str] = ("Mean over visual areas of the best layer's linear CKA (unbiased HSIC) "
                                "with the area's sites")
+    layer_area_maps: ClassVar[tuple[LayerAreaMap, ...]] = (
+        LayerAreaMap("layer_area", "cka", "linear CKA (unbiased HSIC) of the layer with the area's sites"),
+    )
     plugin_version = "1"
 
-    def __init__(self) -> None:
-        pass
+    name = "cka"
 
     def parameters(self) -> dict[str, Any]:
-        return {"kernel": "linear", "hsic": "unbiased"}
+        """No declared parameters; the fixed kernel and estimator identify the scores."""
+        return {**super().parameters(), "kernel": "linear", "hsic": "unbiased"}
 
     def score(self, activations: Activations, target: Target, *, seed: int = 0) -> Score:
         """Score all layers against all areas (``seed`` is unused: CKA is deterministic)."""
         if not isinstance(target, Responses):
             raise DataError(f"The cka metric scores responses (n_stimuli, n_sites), got {type(target).__name__}; "
                             "use a signal that produces responses.")
-        order = align_activations(activations, target.stimulus_ids)
+        order = stimulus_order(activations.stimulus_ids, target.stimulus_ids, allow_extra=False, target="responses",
+                               fix="Extract activations for the dataset the signal was computed on.")
         data = check_array(target.data, "responses", ndim=2, fix="Responses must be finite; fix the signal.")
         n = data.shape[0]
         if n < 4:
@@ -149,14 +129,14 @@ class CKAMetric(MetricPlugin):
         areas, headline_areas = area_groups(target)
         area_kernels = {}
         for area, idx in areas.items():
-            k = _HSICKernel(linear_gram(data[:, idx]))
+            k = _HSICKernel(centered_gram(data[:, idx]))
             area_kernels[area] = (k, unbiased_hsic(k, k))
 
         rows: dict[str, list] = {"layer": [], "layer_index": [], "area": [], "n_sites": [], "cka": []}
         table = np.full((len(activations), len(areas)), np.nan)
         for li, (layer, arr) in enumerate(activations.items()):
             x = arr if order is None else arr[order]
-            kx = _HSICKernel(linear_gram(x))
+            kx = _HSICKernel(centered_gram(x))
             hxx = unbiased_hsic(kx, kx)
             for ai, (area, (ky, hyy)) in enumerate(area_kernels.items()):
                 value = _cka(kx, ky, hxx, hyy)

@@ -16,7 +16,7 @@ Procedure (one score per model and signal)
      CV (``"inner-cv"``); one decomposition per fold serves the whole grid,
      and layers wider than the training fold use the stimulus x stimulus
      kernel: the layer is read once in blocks of features and every fold's
-     z-scored kernel is accumulated from each block (:func:`fold_grams`;
+     z-scored kernel is accumulated from each block (:func:`framework.numerics.gram.fold_grams`;
      cost O(K n^2 p + K n^3), memory O(K n^2) plus one block);
    * ``regression="pls"``: ``sklearn.cross_decomposition.PLSRegression(
      n_components=pls_components, scale=False)`` fitted on all sites jointly
@@ -34,7 +34,7 @@ Procedure (one score per model and signal)
    noisy curve values.
 5. Noise ceiling, when ``target.repetitions`` exists: split-half reliability
    per site, ``ceiling_splits`` seeded random splits, Spearman-Brown corrected
-   (see :mod:`plugins.metrics._ceiling`); an area's ceiling is the median over
+   (see :mod:`framework.numerics.ceiling`); an area's ceiling is the median over
    its sites; ``ceiled = raw / area ceiling`` (Brain-Score's convention; the
    attainable r of a perfect model is sqrt(ceiling), so ceiled values may
    exceed 1).
@@ -58,99 +58,27 @@ per-fold choice and ``agreement`` its fraction of folds) and ``fold_area``
 """
 from __future__ import annotations
 
-import functools
 import logging
-import os
 import warnings
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import field_validator
 
-from framework.contracts import MetricPlugin
+from framework.contracts import LayerAreaMap, MetricPlugin
+from framework.params import PluginParams, param
 from framework.errors import ConfigError, DataError
 from framework.types import Activations, Responses, Score, Target
-from framework.validation import check_array, check_option
-from plugins.metrics._ceiling import split_half_reliability
-from plugins.metrics._ridge import DEFAULT_ALPHAS, check_alphas, fit_predict
-from plugins.metrics._splits import kfold_splits
+from framework.validation import check_array
+from framework.numerics.areas import area_groups
+from framework.numerics.ceiling import split_half_reliability
+from framework.numerics.gram import fold_grams, standardized
+from framework.numerics.ridge import DEFAULT_ALPHAS, fit_predict
+from framework.numerics.splits import kfold_splits
+from framework.numerics.stats import pearson_columns
+from framework.numerics.stimuli import stimulus_order
 
 log = logging.getLogger("framework.metrics.linear_predictivity")
-
-#: Bytes of one float64 work array of a feature block when building Gram matrices of wide layers;
-#: a block holds ``clip(_BLOCK_BYTES // (8 * n_stimuli), 256, 4096)`` feature columns.
-_BLOCK_BYTES = 1 << 20
-#: A column's one-pass training variance is trusted when it keeps at least this fraction of the
-#: training second moment about the full-set mean (else it is recomputed in two passes).
-_VAR_TRUST = 1e-2
-
-
-# -- helpers shared with the cka metric ------------------------------------------------------
-def align_activations(activations: Activations, stimulus_ids: tuple[str, ...]) -> np.ndarray | None:
-    """Row order that puts activations in the target's stimulus order.
-
-    Returns None when the orders already agree, else an int64 index array
-    (n_stimuli,); raises :class:`DataError` when the stimulus sets differ.
-    """
-    ids = tuple(activations.stimulus_ids)
-    if ids == tuple(stimulus_ids):
-        return None
-    pos = {s: i for i, s in enumerate(ids)}
-    missing = [s for s in stimulus_ids if s not in pos]
-    if missing or len(ids) != len(stimulus_ids):
-        raise DataError(f"Activations cover {len(ids)} stimuli, responses {len(stimulus_ids)}; "
-                        f"{len(missing)} response stimuli have no activations (first: {missing[:3]}). "
-                        "Extract activations for the dataset the signal was computed on.")
-    return np.array([pos[s] for s in stimulus_ids], dtype=np.int64)
-
-
-def area_groups(target: Responses) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
-    """Sites of each area and the areas that enter a headline.
-
-    Returns
-    -------
-    groups : dict of str to ndarray of int64
-        Site indices per area; areas of ``target.area_order`` first (in that
-        order), then the others in order of first appearance.
-    headline : tuple of str
-        Areas of ``target.area_order`` that have sites; if none, every area but
-        ``"n/a"`` (every area if that leaves none).
-    """
-    areas = np.asarray(target.sites.areas, dtype=object)
-    present = list(dict.fromkeys(target.sites.areas))
-    ordered = [a for a in target.area_order if a in present] + [a for a in present if a not in target.area_order]
-    groups = {a: np.flatnonzero(areas == a).astype(np.int64) for a in ordered}
-    headline = tuple(a for a in target.area_order if a in present)
-    if not headline:
-        headline = tuple(a for a in ordered if a != "n/a") or tuple(ordered)
-    return groups, headline
-
-
-def pearson_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r between matching columns, float64.
-
-    Parameters
-    ----------
-    a, b : ndarray, (n_stimuli, n_sites)
-
-    Returns
-    -------
-    ndarray, (n_sites,) float64
-        NaN where a column has zero variance.
-    """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    n = a.shape[0]
-    tol = 1e3 * np.finfo(np.float64).eps
-    ac = a - a.mean(axis=0)
-    bc = b - b.mean(axis=0)
-    ssa = np.einsum("ij,ij->j", ac, ac)
-    ssb = np.einsum("ij,ij->j", bc, bc)
-    # a column is constant when its sd is at rounding level relative to its magnitude
-    const = (np.sqrt(ssa / n) <= tol * np.abs(a).max(axis=0)) | (np.sqrt(ssb / n) <= tol * np.abs(b).max(axis=0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.einsum("ij,ij->j", ac, bc) / np.sqrt(ssa * ssb)
-    r[const] = np.nan
-    return r
 
 
 def _nan_stat(fn, x: np.ndarray, axis: int) -> np.ndarray:
@@ -163,184 +91,34 @@ def _none(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"Invalid value {value!r} for linear-predictivity: {name}; expected an integer >= {minimum}.")
-    return int(value)
-
-
-def _standardized(x: np.ndarray, train: np.ndarray, standardize: bool) -> np.ndarray:
-    """Float64 copy of ``x`` (n_stimuli, n_block) centred (and scaled) by training-row statistics."""
-    xb = np.asarray(x, dtype=np.float64)
-    mean = xb[train].mean(axis=0)
-    xb = xb - mean
-    if standardize:
-        sd = xb[train].std(axis=0)
-        sd[sd <= np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)] = 1.0
-        xb /= sd
-    return xb
-
-
 def _check_finite(x: np.ndarray, layer: str) -> None:
     if not np.isfinite(np.asarray(x).sum(axis=0, dtype=np.float64)).all():
         raise DataError(f"Layer '{layer}' has NaN/inf activations; re-extract it (clear the cache).")
 
 
-def _blas_threads() -> int:
-    """Threads the BLAS libraries may use now (the least of their threadpoolctl limits), at least 1.
+class LinearPredictivityParams(PluginParams):
+    """Parameters of the linear-predictivity metric (defaults: Brain-Score's 10 stratified folds)."""
 
-    The least, because a library loaded after ``threadpool_limits(1)`` was entered keeps its default.
-    """
-    from threadpoolctl import threadpool_info
+    n_splits: int = param(10, "outer K folds of the stimuli (10: 90/10 splits, each stimulus held out once)",
+                          ge=2)
+    regression: Literal["ridge", "pls"] = param("ridge", "ridge (one penalty per site) or PLS (Brain-Score)")
+    alphas: list[float] = param([float(a) for a in DEFAULT_ALPHAS],
+                                "ridge penalty grid on z-scored features (default 19 values, 1e-3 ... 1e6)",
+                                min_length=1)
+    alpha_selection: Literal["gcv", "inner-cv"] = param(
+        "gcv", "penalty per site on the training fold: exact leave-one-out (gcv) or inner K-fold CV")
+    inner_splits: int = param(5, "inner folds for alpha_selection='inner-cv' and for PLS layer choice", ge=2)
+    pls_components: int = param(25, "PLS components (Brain-Score: 25)", ge=1)
+    standardize: bool = param(True, "z-score features with the training fold's mean and SD")
+    stratify: bool = param(True, "stratify folds by stimulus category when labels are known")
+    ceiling_splits: int = param(10, "random split-halves averaged for the noise ceiling", ge=1)
 
-    counts = [int(info.get("num_threads") or 1) for info in threadpool_info() if info.get("user_api") == "blas"]
-    return max(1, min(counts, default=1))
-
-
-def fold_grams(x: np.ndarray, splits: list, *, standardize: bool = True, order: np.ndarray | None = None,
-               layer: str = "layer", block: int | None = None, workers: int | None = None) -> np.ndarray:
-    """Gram matrices of a wide layer z-scored with each fold's training statistics, in one pass.
-
-    For fold ``f`` with training rows ``train_f`` the features are
-    ``Z_f = (X - mu_f) / sd_f`` (``mu_f``, ``sd_f``: mean and population
-    standard deviation of the training rows; ``sd_f = 1`` where it is at
-    rounding level, so constant features stay ~0) and the result holds
-    ``G_f = Z_f Z_f^T`` over *all* stimuli: ``G_f[train, train]`` is the
-    training kernel and ``G_f[test, train]`` the test-train cross kernel.
-
-    The layer is read once, in blocks of feature columns, each converted to
-    float64 once and centred once by its full-set mean ``m``; every fold then
-    costs one scaling pass and one symmetric rank-``block`` update:
-    with ``Y = X - m``, ``delta_f = mu_f - m`` and ``s_f = 1 / sd_f``,
-    ``G_f = (Y s_f)(Y s_f)^T - r_f 1^T - 1 r_f^T + c_f`` where
-    ``r_f = Y (s_f^2 delta_f)`` and ``c_f = sum(s_f^2 delta_f^2)``. The
-    training sums of all folds come from products with the fold masks. A
-    column's training variance is taken about ``m`` (one pass) when that
-    keeps at least :data:`_VAR_TRUST` of the second moment, i.e.
-    ``delta_f^2 <= 99 var_f`` (so the correction loses < 2 digits); otherwise
-    (e.g. columns constant on the training rows) its mean and standard
-    deviation are recomputed from the training rows in two passes and the
-    column is centred exactly. The z-scores therefore equal those of
-    :func:`_standardized` to rounding.
-
-    Parameters
-    ----------
-    x : ndarray, (n_stimuli, n_features)
-        Activations (any float dtype, memory-mapped is fine).
-    splits : list of (train, test) int index arrays
-    standardize : bool
-        Scale by the training standard deviation (always centred).
-    order : ndarray of int, (n_stimuli,), optional
-        Row order applied to ``x`` block by block (``x[order]`` without copying the layer).
-    layer : str
-        Layer name for error messages.
-    block : int, optional
-        Feature columns per block (default from :data:`_BLOCK_BYTES`).
-    workers : int, optional
-        Threads sharing the blocks (each with single-threaded BLAS); default the
-        current BLAS thread limit, so ``threadpoolctl.threadpool_limits(1)`` makes
-        it serial. Results are deterministic for a given number of workers and
-        agree across numbers of workers to rounding.
-
-    Returns
-    -------
-    ndarray, (n_folds, n_stimuli, n_stimuli) float64
-
-    Notes
-    -----
-    Memory: ``workers * (n_folds * n^2 + ~4 * n * block)`` float64 values;
-    time: ``n_folds * n^2 * n_features / 2`` multiply-adds (BLAS syrk); without
-    ``standardize`` the folds share one ``Y Y^T`` (``n^2 * n_features / 2``).
-    """
-    n, p = x.shape
-    if block is None:
-        block = int(np.clip(_BLOCK_BYTES // (8 * n), 256, 4096))
-    starts = list(range(0, p, block))
-    if workers is None:
-        workers = min(_blas_threads(), os.cpu_count() or 1)
-    workers = max(1, min(int(workers), len(starts)))
-    mask = np.zeros((len(splits), n))
-    for f, (train, _) in enumerate(splits):
-        mask[f, train] = 1.0
-    task = functools.partial(_gram_blocks, x, splits, mask, standardize=standardize, order=order, layer=layer,
-                             block=block)
-    if workers == 1:
-        grams, r, c = task(starts)
-    else:  # static round-robin share of the blocks: deterministic sums
-        from concurrent.futures import ThreadPoolExecutor
-
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-            parts = list(pool.map(task, [starts[w::workers] for w in range(workers)]))
-        grams, r, c = (sum(part[i] for part in parts[1:]) + parts[0][i] for i in range(3))
-    for f in range(len(splits)):  # centre every fold at its training mean: (Y - delta_f) s_f
-        grams[f] -= r[:, f][:, None] + r[:, f][None, :] - c[f]
-    return grams
-
-
-def _gram_blocks(x: np.ndarray, splits: list, mask: np.ndarray, starts: list[int], *, standardize: bool,
-                 order: np.ndarray | None, layer: str,
-                 block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sums over the feature blocks at ``starts`` of ``(Y s_f)(Y s_f)^T``, ``Y (s_f^2 delta_f)`` and
-    ``sum(s_f^2 delta_f^2)``; shapes (F, n, n), (n, F), (F,). See :func:`fold_grams`."""
-    n_folds, n = mask.shape
-    n_train = mask.sum(axis=1)[:, None]  # (F, 1)
-    eps = np.finfo(np.float64).eps
-    grams = np.zeros((n_folds, n, n))
-    r = np.zeros((n, n_folds))
-    c = np.zeros(n_folds)
-    shared = np.zeros((n, n))  # standardize=False: Y Y^T, common to every fold
-    zbuf = np.empty(n * min(block, x.shape[1]))
-    for start in starts:  # feature blocks outer: each read and converted once
-        xb = np.asarray(x[:, start:start + block], dtype=np.float64)
-        if order is not None:
-            xb = xb[order]
-        b = xb.shape[1]
-        m = xb.sum(axis=0) / n
-        if not np.isfinite(m).all():
-            raise DataError(f"Layer '{layer}' has NaN/inf activations; re-extract it (clear the cache).")
-        y = xb - m
-        delta = (mask @ y) / n_train  # (F, b): training mean minus full-set mean
-        second = (mask @ (y * y)) / n_train  # (F, b): training second moment about m
-        var = second - delta * delta
-        # cancellation (e.g. a column constant on the training rows): centre exactly; columns equal to m
-        # on every training row (second == 0, e.g. all-zero columns) are already exact
-        unsure = ~(var > _VAR_TRUST * second) & (second > 0.0)
-        mu = m + delta
-        sd = np.sqrt(np.maximum(var, 0.0))
-        exact = {}
-        for f in np.flatnonzero(unsure.any(axis=1)):  # a few folds; columns vectorised
-            cols = np.flatnonzero(unsure[f])
-            xs = xb[np.ix_(splits[f][0], cols)]
-            mean = xs.mean(axis=0)
-            mu[f, cols] = mean
-            sd[f, cols] = (xs - mean).std(axis=0)
-            delta[f, cols] = 0.0  # centred exactly below: no correction
-            exact[f] = cols
-        if standardize:
-            sd[sd <= eps * np.maximum(np.abs(mu), 1.0)] = 1.0
-            scale = 1.0 / sd
-        else:
-            scale = np.ones_like(sd)
-        weighted = scale * scale * delta  # (F, b)
-        r += y @ weighted.T
-        c += np.einsum("fj,fj->f", weighted, delta)
-        if not standardize:  # every fold shares Y Y^T; only the exactly centred columns differ
-            shared += y @ y.T
-            for f, cols in exact.items():
-                zc, yc = xb[:, cols] - mu[f, cols], y[:, cols]
-                grams[f] += zc @ zc.T - yc @ yc.T
-            continue
-        z = zbuf[:n * b].reshape(n, b)
-        for f in range(n_folds):  # K folds, each one pass over the block and one rank-b update
-            np.multiply(y, scale[f], out=z)
-            cols = exact.get(f)
-            if cols is not None:
-                z[:, cols] = (xb[:, cols] - mu[f, cols]) * scale[f, cols]
-            grams[f] += z @ z.T  # symmetric rank-b update (BLAS syrk)
-    grams += shared
-    return grams, r, c
+    @field_validator("alphas")
+    @classmethod
+    def _positive(cls, alphas: list[float]) -> list[float]:
+        if any(not a > 0 for a in alphas):
+            raise ValueError(f"every penalty must be > 0, got {alphas}")
+        return alphas
 
 
 class LinearPredictivityMetric(MetricPlugin):
@@ -377,28 +155,21 @@ class LinearPredictivityMetric(MetricPlugin):
     higher_is_better: ClassVar[bool] = True
     headline: ClassVar[str] = ("Mean over visual areas of the median held-out Pearson r over sites of the best layer "
                                "(chosen on training folds); raw r, ceiling reported alongside")
+    layer_area_maps: ClassVar[tuple[LayerAreaMap, ...]] = (
+        LayerAreaMap("layer_area", "r", "median over the area's sites of the held-out Pearson r"),
+    )
     plugin_version = "1"
 
-    def __init__(self, *, n_splits: int = 10, regression: str = "ridge", alphas: Any = None,
-                 alpha_selection: str = "gcv", inner_splits: int = 5, pls_components: int = 25,
-                 standardize: bool = True, stratify: bool = True, ceiling_splits: int = 10) -> None:
-        self.n_splits = _check_int("n_splits", n_splits, 2)
-        self.regression = check_option("linear-predictivity: regression", regression, ["ridge", "pls"])
-        self.alphas = DEFAULT_ALPHAS.copy() if alphas is None else check_alphas(alphas, "linear-predictivity: alphas")
-        self.alpha_selection = check_option("linear-predictivity: alpha_selection", alpha_selection,
-                                            ["gcv", "inner-cv"])
-        self.inner_splits = _check_int("inner_splits", inner_splits, 2)
-        self.pls_components = _check_int("pls_components", pls_components, 1)
-        self.standardize = bool(check_option("linear-predictivity: standardize", standardize, [True, False]))
-        self.stratify = bool(check_option("linear-predictivity: stratify", stratify, [True, False]))
-        self.ceiling_splits = _check_int("ceiling_splits", ceiling_splits, 1)
+    Params = LinearPredictivityParams
+    name = "linear-predictivity"
 
-    def parameters(self) -> dict[str, Any]:
-        return {"n_splits": self.n_splits, "regression": self.regression,
-                "alphas": [float(a) for a in self.alphas], "alpha_selection": self.alpha_selection,
-                "inner_splits": self.inner_splits, "pls_components": self.pls_components,
-                "standardize": self.standardize, "stratify": self.stratify,
-                "ceiling_splits": self.ceiling_splits}
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        p = self.params
+        self.n_splits, self.regression, self.alphas = p.n_splits, p.regression, np.asarray(p.alphas, dtype=np.float64)
+        self.alpha_selection, self.inner_splits, self.pls_components = (p.alpha_selection, p.inner_splits,
+                                                                        p.pls_components)
+        self.standardize, self.stratify, self.ceiling_splits = p.standardize, p.stratify, p.ceiling_splits
 
     # -- one layer ---------------------------------------------------------------------------
     def _layer(self, x: np.ndarray, y: np.ndarray, splits: list, labels: np.ndarray | None,
@@ -434,7 +205,7 @@ class LinearPredictivityMetric(MetricPlugin):
                                   selection=self.alpha_selection, inner_splits=self.inner_splits,
                                   seed=inner_seed, labels=fold_labels, precomputed=True)
             else:
-                xs = _standardized(xf, train, self.standardize)
+                xs = standardized(xf, train, standardize=self.standardize)
                 if self.regression == "ridge":
                     res = fit_predict(xs[train], y[train], xs[test], alphas=self.alphas,
                                       selection=self.alpha_selection, inner_splits=self.inner_splits,
@@ -476,7 +247,8 @@ class LinearPredictivityMetric(MetricPlugin):
                             f"{type(target).__name__}; use a signal that produces responses.")
         if len(activations) == 0:
             raise DataError("Activations have no layers; extract at least one layer.")
-        order = align_activations(activations, target.stimulus_ids)
+        order = stimulus_order(activations.stimulus_ids, target.stimulus_ids, allow_extra=False, target="responses",
+                               fix="Extract activations for the dataset the signal was computed on.")
         y = check_array(target.data, "responses", ndim=2, dtype=np.float64,
                         fix="Responses must be finite; fix the signal or drop the sites.")
         n, n_sites = y.shape

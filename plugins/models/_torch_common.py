@@ -15,6 +15,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
+import re
+import uuid
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -229,6 +232,91 @@ def load_state_dict_strict(module: torch.nn.Module, state: dict[str, torch.Tenso
 
 
 # ----------------------------------------------------------------------------------------
+# downloads and the torch hub cache
+# ----------------------------------------------------------------------------------------
+#: Seconds a weights download waits for the server (to connect, or for any block of data)
+#: before giving up; ``$FRAMEWORK_DOWNLOAD_TIMEOUT`` overrides it. A firewalled machine
+#: therefore falls back (``weights="auto"``) or fails (``"pretrained"``) instead of hanging.
+DOWNLOAD_TIMEOUT = 20.0
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")
+
+
+def download_timeout() -> float:
+    """The download timeout in seconds: ``$FRAMEWORK_DOWNLOAD_TIMEOUT`` if a positive number, else the default."""
+    try:
+        value = float(os.environ.get("FRAMEWORK_DOWNLOAD_TIMEOUT", ""))
+    except ValueError:
+        return DOWNLOAD_TIMEOUT
+    return value if math.isfinite(value) and value > 0 else DOWNLOAD_TIMEOUT
+
+
+def hash_prefix_in_name(name: str) -> str | None:
+    """The SHA-256 prefix a hub file name carries (``alexnet-owt-7be5be79.pth`` -> ``7be5be79``), if any."""
+    match = _HASH_IN_NAME.search(name)
+    return match.group(1) if match else None
+
+
+def download_file(url: str, dst: str | Path, *, hash_prefix: str | None = None,
+                  timeout: float | None = None) -> None:
+    """Download ``url`` to ``dst`` atomically.
+
+    The bytes go to a temporary ``.partial`` file next to ``dst`` that is renamed only once
+    complete and, when ``hash_prefix`` is given, once its SHA-256 starts with it; the
+    temporary file is removed on any failure. Every socket operation times out after
+    ``timeout`` seconds (default :func:`download_timeout`).
+
+    Raises
+    ------
+    OSError
+        Network errors (``urllib.error.URLError``, ``TimeoutError``) and file errors.
+    ValueError
+        The download does not match ``hash_prefix``.
+    """
+    import urllib.request
+
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f"{dst.name}.{uuid.uuid4().hex}.partial")
+    digest = hashlib.sha256()
+    log.info("Downloading %s to %s ...", url, dst)
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "torch.hub"})
+        with urllib.request.urlopen(request, timeout=timeout or download_timeout()) as response, \
+                open(tmp, "wb") as fh:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                fh.write(block)
+                digest.update(block)
+        if hash_prefix and not digest.hexdigest().startswith(hash_prefix):
+            raise ValueError(f"the downloaded file's SHA-256 ({digest.hexdigest()[:16]}...) does not start with "
+                             f"'{hash_prefix}' as its name says; the download is damaged")
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a ``torch.save`` state dict with ``torch.load(weights_only=True)``: tensors and plain
+    containers only, so a file crafted to run code when unpickled is refused, never executed.
+
+    Raises
+    ------
+    ValueError
+        The file cannot be read that way (corrupt, or holds other objects) or is not a state dict;
+        the message is one line.
+    """
+    import torch
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError (forbidden global), RuntimeError (damaged zip), EOFError ...
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(f"torch.load(weights_only=True) refused it: {type(exc).__name__}: {first[:200]}") from None
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"it holds a {type(obj).__name__}, not a state dict of tensors")
+    return obj
+
+
+# ----------------------------------------------------------------------------------------
 # the base plugin
 # ----------------------------------------------------------------------------------------
 class _StopForward(Exception):
@@ -273,10 +361,11 @@ class HookedTorchModel(ModelPlugin):
     pretrained_failure_may_touch_module: bool = True
 
     def __init__(self, *, name: str, weights: str = "auto", weights_file: str | Path | None = None,
-                 seed: int = 0, layers: Sequence[str] | None = None) -> None:
+                 seed: int = 0, layers: Sequence[str] | None = None, **params: Any) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"Model name must be a non-empty string, got {name!r}.")
         self.name = name
+        self._init_params(params, name)
         self.weights = check_option(f"{name}: weights", weights, WEIGHTS_POLICIES)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ConfigError(f"{name}: seed must be a non-negative integer, got {seed!r}; e.g. seed=0.")

@@ -11,11 +11,14 @@ import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlparse
+
+from pydantic import ConfigDict
 
 from framework.contracts import WeightsInfo
 from framework.errors import ConfigError, DataError, unknown_name_error
+from framework.params import PluginParams, param
 from plugins.models._torch_common import (PIXELS, HookedTorchModel, _Tap, interpolation_name, resize_for_crop,
                                           seeded, sha256_file, state_dict_digest)
 
@@ -44,6 +47,28 @@ def _host_reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
             return None
     except OSError as exc:
         return f"{host}:{port} unreachable ({exc})"
+
+
+class TimmParams(PluginParams):
+    """Preprocessing overrides of a timm network; other keywords go to ``timm.create_model``.
+
+    Same meaning as in ``timm.data.resolve_data_config``; unset values come from the
+    network's pretrained config.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    extra_help: ClassVar[str] = ("any other NAME=VALUE is a keyword argument of timm.create_model "
+                                 "(e.g. pad_type='same', drop_rate=0.1)")
+
+    mean: list[float] | None = param(None, "per-channel RGB mean of the input normalisation (3 numbers)",
+                                     min_length=3, max_length=3)
+    std: list[float] | None = param(None, "per-channel RGB standard deviation (3 numbers)",
+                                    min_length=3, max_length=3)
+    input_size: list[int] | None = param(None, "input tensor size [3, height, width] in px",
+                                         min_length=3, max_length=3)
+    crop_pct: float | None = param(None, "centre-crop fraction of the resized image", gt=0, le=1)
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = param(None, "resize interpolation")
+    crop_mode: Literal["center", "squash", "border"] | None = param(None, "how the crop is taken")
 
 
 class TimmModel(HookedTorchModel):
@@ -84,9 +109,11 @@ class TimmModel(HookedTorchModel):
     #: The loader raises before loading anything into the module (see HookedTorchModel).
     pretrained_failure_may_touch_module = False
 
+    Params = TimmParams
+
     def __init__(self, *, name: str, weights: str = "auto", weights_file: str | Path | None = None,
-                 seed: int = 0, layers: list[str] | None = None, **model_kwargs: Any) -> None:
-        super().__init__(name=name, weights=weights, weights_file=weights_file, seed=seed, layers=layers)
+                 seed: int = 0, layers: list[str] | None = None, **params: Any) -> None:
+        super().__init__(name=name, weights=weights, weights_file=weights_file, seed=seed, layers=layers, **params)
         import timm
 
         if not name.startswith(PREFIX) or len(name) == len(PREFIX):
@@ -95,16 +122,16 @@ class TimmModel(HookedTorchModel):
         base = self.timm_name.split(".", 1)[0]
         if base not in timm.list_models():
             raise unknown_name_error("model", name, [PREFIX + m for m in timm.list_models()])
-        self.data_overrides = {k: model_kwargs.pop(k) for k in DATA_CONFIG_KEYS if k in model_kwargs}
-        for key in ("mean", "std"):
-            value = self.data_overrides.get(key)
-            if value is not None and (len(value) != 3 or not all(isinstance(v, (int, float)) for v in value)):
-                raise ConfigError(f"{name}: {key} must be 3 numbers (one per RGB channel), got {value!r}.")
+        declared = self.params.model_dump(exclude_unset=True)
+        self.data_overrides = {k: v for k, v in declared.items() if k in DATA_CONFIG_KEYS}
+        model_kwargs = dict(self.params.model_extra or {})
         for key in ("pretrained", "pretrained_cfg_overlay", "features_only"):
             if key in model_kwargs:
                 raise ConfigError(f"{name}: option '{key}' is managed by the framework; use weights= / "
                                   "weights_file= instead.")
         self.model_kwargs = model_kwargs
+        if model_kwargs:  # unknown keywords fail now, on a parameter-free build, not at extraction
+            self._architecture()
         self._data_config: dict[str, Any] | None = None
 
     # -- building ------------------------------------------------------------------------------
@@ -114,8 +141,10 @@ class TimmModel(HookedTorchModel):
         try:
             return timm.create_model(self.timm_name, pretrained=pretrained, **self.model_kwargs)
         except TypeError as exc:
-            raise ConfigError(f"{self.name}: timm.create_model rejected the options "
-                              f"{sorted(self.model_kwargs)} ({exc}); remove or fix them.") from None
+            raise ConfigError(f"Model '{self.name}' has no parameter among {sorted(self.model_kwargs)}: "
+                              f"timm.create_model('{self.timm_name}') rejected it ({exc}). Remove it, or use a "
+                              "declared one (`framework list models` describes them) or a keyword the timm "
+                              "network accepts.") from None
 
     def _build(self) -> torch.nn.Module:
         return self._create(pretrained=False)

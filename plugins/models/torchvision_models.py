@@ -22,8 +22,10 @@ from urllib.parse import urlparse
 
 from framework.contracts import WeightsInfo
 from framework.errors import ConfigError, DataError, unknown_name_error
-from plugins.models._torch_common import (PIXELS, HookedTorchModel, _Tap, interpolation_name, sha256_file,
-                                          state_dict_digest)
+from framework.params import PluginParams, param
+from plugins.models._torch_common import (PIXELS, HookedTorchModel, _Tap, download_file, hash_prefix_in_name,
+                                          interpolation_name, load_checkpoint_tensors, load_state_dict_strict,
+                                          sha256_file)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -63,6 +65,13 @@ def layer_aliases(arch: str, module: torch.nn.Module) -> dict[str, str]:
     return {}
 
 
+class TorchvisionParams(PluginParams):
+    """Parameters of a torchvision network (its registration sets ``arch``)."""
+
+    arch: str = param("alexnet", "torchvision architecture, e.g. 'alexnet', 'vgg16' "
+                      "(torchvision.models.list_models())")
+
+
 class TorchvisionModel(HookedTorchModel):
     """A torchvision classification network with forward-hook layer extraction.
 
@@ -98,11 +107,12 @@ class TorchvisionModel(HookedTorchModel):
     #: The loader raises before loading anything into the module (see HookedTorchModel).
     pretrained_failure_may_touch_module = False
 
-    def __init__(self, *, name: str, arch: str, weights: str = "auto", weights_file: str | Path | None = None,
-                 seed: int = 0, layers: list[str] | None = None) -> None:
-        super().__init__(name=name, weights=weights, weights_file=weights_file, seed=seed, layers=layers)
-        if not isinstance(arch, str):
-            raise ConfigError(f"{name}: arch must be a torchvision architecture name, got {arch!r}.")
+    Params = TorchvisionParams
+
+    def __init__(self, *, name: str, weights: str = "auto", weights_file: str | Path | None = None,
+                 seed: int = 0, layers: list[str] | None = None, **params: Any) -> None:
+        super().__init__(name=name, weights=weights, weights_file=weights_file, seed=seed, layers=layers, **params)
+        arch = self.params.arch
         archs = _classification_archs()
         if arch not in archs:
             raise unknown_name_error("torchvision architecture", arch, archs, option=f"{name} arch",
@@ -145,23 +155,43 @@ class TorchvisionModel(HookedTorchModel):
         return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(self._weights_enum.url).path)
 
     def _load_pretrained(self, module: torch.nn.Module) -> tuple[torch.nn.Module, WeightsInfo]:
+        """The ``DEFAULT`` weights from the torch hub cache, downloaded there first if missing.
+
+        Like torchvision's loader (same cache file, same hash check of a download), but the
+        download times out (:func:`download_timeout`) instead of hanging on a firewalled
+        machine, and the file is read with ``torch.load(weights_only=True)``: a cache file
+        that would run code when unpickled is refused, never executed.
+        """
         w = self._weights_enum
         cached = self.cached_weights_path()
+        enum_name = f"{type(w).__name__}.{w.name}"
+        fix = (f"provide a local file with --weights-file {self.name}=PATH (.safetensors/.pt/.pth), "
+               "or use weights='random'.")
+        expected = hash_prefix_in_name(cached.name)
+        if not cached.is_file():
+            try:
+                download_file(w.url, cached, hash_prefix=expected)
+            except Exception as exc:  # URLError, timeout, hash mismatch, disk full ...
+                raise DataError(
+                    f"Pretrained weights {enum_name} for model '{self.name}' are not in the torch hub cache "
+                    f"('{cached}') and could not be downloaded from {w.url} ({type(exc).__name__}: {exc}). "
+                    f"Go online once, or {fix}") from None
         try:
-            state = w.get_state_dict(progress=False, check_hash=True)
-        except Exception as exc:  # URLError, hash mismatch, corrupt cache ...
+            state = load_checkpoint_tensors(cached)
+        except ValueError as exc:
             raise DataError(
-                f"Pretrained weights {type(w).__name__}.{w.name} for model '{self.name}' are not in the torch hub "
-                f"cache ('{cached}') and could not be downloaded from {w.url} ({type(exc).__name__}: {exc}). "
-                f"Go online once, or provide a local file with --weights-file {self.name}=PATH "
-                f"(.safetensors/.pt/.pth), or use weights='random'.") from None
-        module.load_state_dict(state, strict=True)
-        if cached.is_file():
-            digest, where = sha256_file(cached), f"torch hub cache file {cached}"
-        else:  # a custom hub dir layout: fall back to the tensors themselves
-            digest, where = state_dict_digest(state), "state dict (cached file not found)"
-        info = WeightsInfo(source="pretrained", label=f"ImageNet (torchvision {type(w).__name__}.{w.name})",
-                           digest=digest, seed=None, detail=f"torchvision loader; digest of {where}; url {w.url}")
+                f"Torch hub cache file '{cached}' (pretrained weights {enum_name} for model '{self.name}') cannot "
+                f"be loaded safely: {exc}. Delete it to download it again, or {fix}") from None
+        load_state_dict_strict(module, state, path=cached, model=self.name)
+        digest = sha256_file(cached)
+        detail = f"torchvision weights {enum_name} from torch hub cache file {cached} (url {w.url}); digest of the file"
+        if expected and not digest.startswith(expected):
+            log.warning("Model '%s': torch hub cache file %s does not match the hash in its name (SHA-256 %s...); "
+                        "it is not the file torchvision publishes. Its digest is recorded with every score.",
+                        self.name, cached, digest[:12])
+            detail += f"; SHA-256 does not start with '{expected}' as the file name says (not the published file)"
+        info = WeightsInfo(source="pretrained", label=f"ImageNet (torchvision {enum_name})", digest=digest,
+                           seed=None, detail=detail)
         return module, info
 
     def preprocessing(self) -> dict[str, Any]:

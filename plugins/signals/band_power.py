@@ -16,7 +16,7 @@ Responsive sites
     frequencies in the window is compared with the same in the baseline by a
     one-sided Wilcoxon signed-rank test over stimuli (increases only), with
     Benjamini-Hochberg FDR at ``fdr_q`` pooled over all sites of the signal
-    (:mod:`plugins.signals.responsiveness`).
+    (:mod:`plugins.signals._responsiveness`).
 
 Channels
     sEEG, ECoG, EEG and DBS channels not marked bad (``info["bads"]``) are used;
@@ -35,16 +35,18 @@ import logging
 import os
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import field_validator, model_validator
 
 from framework.contracts import SignalPlugin
-from framework.errors import ConfigError, DataError, did_you_mean, unknown_name_error
+from framework.errors import ConfigError, DataError, unknown_name_error
+from framework.params import PluginParams, param
 from framework.types import Dataset, DataKind, Responses, SiteTable, epochs_stimulus_ids
-from plugins.signals import preprocessing
+from plugins.signals import _preprocessing as preprocessing
 from plugins.signals._power import window_power
-from plugins.signals.responsiveness import responsive_sites
+from plugins.signals._responsiveness import responsive_sites
 
 log = logging.getLogger("framework.signals.band_power")
 
@@ -60,9 +62,6 @@ DEFAULT_WINDOWS: tuple[tuple[float, float], ...] = ((50.0, 250.0), (150.0, 350.0
 DEFAULT_N_CYCLES: dict[str, float] = {"theta": 3.0, "alpha": 4.0, "beta": 5.0, "lowgamma": 7.0, "highgamma": 7.0}
 OTHER_BAND_N_CYCLES = 5.0
 REDUCTIONS = ("max-subband", "mean")
-_PARAMS = ("bands", "windows", "baseline", "n_cycles", "reduction", "subband_width", "freq_step", "log", "zscore",
-           "responsive_only", "fdr_q", "bipolar", "reject_trials", "reject_threshold", "notch", "notch_width",
-           "pad", "n_jobs")
 
 
 def _fmt(x: float) -> str:
@@ -70,13 +69,90 @@ def _fmt(x: float) -> str:
 
 
 def _pair(value: Any, what: str) -> tuple[float, float]:
+    """``(start, stop)`` floats from a 2-item sequence with start < stop; ValueError otherwise."""
     try:
         a, b = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise ConfigError(f"band-power: {what} must be a pair (start, stop) of numbers, got {value!r}.") from None
+        raise ValueError(f"{what} must be a pair [start, stop] of numbers, got {value!r}") from None
     if not (math.isfinite(a) and math.isfinite(b)) or a >= b:
-        raise ConfigError(f"band-power: {what} must have start < stop, got ({a:g}, {b:g}).")
+        raise ValueError(f"{what} must have start < stop, got [{a:g}, {b:g}]")
     return a, b
+
+
+class BandPowerParams(PluginParams):
+    """Parameters of the band-power signal (defaults: Kuzovkin et al. 2018)."""
+
+    bands: dict[str, list[float]] = param(
+        {k: list(v) for k, v in DEFAULT_BANDS.items()},
+        "band name -> [low, high] Hz (Kuzovkin et al. 2018: theta, alpha, beta, lowgamma, highgamma)")
+    windows: list[list[float]] = param([list(w) for w in DEFAULT_WINDOWS],
+                                       "post-onset windows [start, stop] in ms", min_length=1)
+    baseline: list[float] = param([-500.0, -100.0], "baseline [start, stop] in ms, relative to onset")
+    n_cycles: Literal["default"] | float | dict[str, float] = param(
+        "default", "Morlet cycles: 'default' (3/4/5/7/7 for the named bands, 5 otherwise), one number, "
+        "or a table per band")
+    reduction: Literal["max-subband", "mean"] = param(
+        "max-subband", "over the band's frequencies: the largest sub-band mean ratio (published) or the mean")
+    subband_width: float = param(10.0, "sub-band width in Hz for reduction='max-subband'", gt=0)
+    freq_step: float = param(2.0, "approximate spacing of the wavelet frequencies in Hz", gt=0)
+    log: bool = param(False, "natural log of each trial's power ratio before averaging trials")
+    zscore: bool = param(False, "z-score each site over stimuli")
+    responsive_only: bool = param(False, "keep only responsive sites (Wilcoxon window > baseline, BH-FDR fdr_q)")
+    fdr_q: float = param(0.05, "FDR level of the responsiveness test", gt=0, lt=1)
+    bipolar: bool = param(False, "re-reference each contact to the next one on its shaft")
+    reject_trials: bool = param(False, "drop (trial, site) pairs whose peak amplitude exceeds "
+                                "reject_threshold x the channel's mean within-trial SD")
+    reject_threshold: float = param(10.0, "amplitude rejection threshold in SDs (published: 10)", gt=0)
+    notch: float | None = param(None, "line frequency in Hz (50 or 60) to notch out with its harmonics", gt=0)
+    notch_width: float = param(4.0, "notch stop-band width in Hz", gt=0)
+    pad: Literal["reflect", "none"] = param(
+        "reflect", "mirror-pad trials before the transform ('none' reproduces mne tfr_array_morlet exactly)")
+    n_jobs: int | None = param(None, "threads for batches of trials; unset = every core (results are identical)",
+                               key=False, ge=1)
+
+    @field_validator("bands")
+    @classmethod
+    def _check_bands(cls, bands: dict[str, list[float]]) -> dict[str, list[float]]:
+        if not bands:
+            raise ValueError("bands must name at least one band")
+        for name, rng in bands.items():
+            if not name or "@" in name or name != name.strip():
+                raise ValueError(f"band name {name!r} must be a non-empty string without '@' or blanks")
+            lo, _ = _pair(rng, f"band '{name}'")
+            if lo <= 0:
+                raise ValueError(f"band '{name}' must start above 0 Hz, got {lo:g} Hz")
+        return bands
+
+    @field_validator("windows")
+    @classmethod
+    def _check_windows(cls, windows: list[list[float]]) -> list[list[float]]:
+        names = [f"{_fmt(a)}-{_fmt(b)}" for a, b in (_pair(w, "window") for w in windows)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"windows {names} contain duplicates")
+        return windows
+
+    @field_validator("baseline")
+    @classmethod
+    def _check_baseline(cls, baseline: list[float]) -> list[float]:
+        _pair(baseline, "baseline")
+        return baseline
+
+    @field_validator("n_cycles")
+    @classmethod
+    def _check_cycles(cls, n_cycles: Any) -> Any:
+        values = n_cycles.values() if isinstance(n_cycles, dict) else [] if n_cycles == "default" else [n_cycles]
+        if any(not v > 0 for v in values):
+            raise ValueError(f"n_cycles must be > 0, got {n_cycles!r}")
+        return n_cycles
+
+    @model_validator(mode="after")
+    def _check_cycle_bands(self) -> BandPowerParams:
+        if isinstance(self.n_cycles, dict):
+            unknown = [b for b in self.n_cycles if b not in self.bands]
+            if unknown:
+                raise ValueError(f"n_cycles names band '{unknown[0]}', which is not in bands "
+                                 f"({', '.join(self.bands)})")
+        return self
 
 
 class BandPowerSignal(SignalPlugin):
@@ -115,11 +191,11 @@ class BandPowerSignal(SignalPlugin):
         FDR level (0.05).
     bipolar : bool
         Re-reference each contact to the next one on its shaft
-        (:func:`plugins.signals.preprocessing.bipolar_reference`).
+        (:func:`plugins.signals._preprocessing.bipolar_reference`).
     reject_trials : bool
         Drop (trial, site) pairs whose peak amplitude exceeds ``reject_threshold``
         times the channel's mean within-trial SD
-        (:func:`plugins.signals.preprocessing.amplitude_rejection`).
+        (:func:`plugins.signals._preprocessing.amplitude_rejection`).
     reject_threshold : float
         10 (published).
     notch : float, optional
@@ -138,89 +214,37 @@ class BandPowerSignal(SignalPlugin):
     accepts = frozenset({"epochs"})
     plugin_version = "1"
 
-    def __init__(self, *, bands: Mapping[str, Sequence[float]] | None = None,
-                 windows: Sequence[Sequence[float]] | None = None,
-                 baseline: Sequence[float] = (-500.0, -100.0), n_cycles: str | float | Mapping[str, float] = "default",
-                 reduction: str = "max-subband", subband_width: float = 10.0, freq_step: float = 2.0,
-                 log: bool = False, zscore: bool = False, responsive_only: bool = False, fdr_q: float = 0.05,
-                 bipolar: bool = False, reject_trials: bool = False, reject_threshold: float = 10.0,
-                 notch: float | None = None, notch_width: float = 4.0, pad: str = "reflect", n_jobs: int | None = None,
-                 **unknown: Any) -> None:
-        if unknown:
-            bad = sorted(unknown)[0]
-            raise ConfigError(f"Unknown parameter '{bad}' for signal 'band-power'.{did_you_mean(bad, _PARAMS)} "
-                              f"Valid: {', '.join(_PARAMS)}.")
-        bands = DEFAULT_BANDS if bands is None else bands
-        if not isinstance(bands, Mapping) or not bands:
-            raise ConfigError(f"band-power: bands must be a non-empty mapping name -> (low, high) Hz, got {bands!r}.")
-        self.bands: dict[str, tuple[float, float]] = {}
-        for name, rng in bands.items():
-            if not isinstance(name, str) or not name or "@" in name or name != name.strip():
-                raise ConfigError(f"band-power: band name {name!r} must be a non-empty string without '@'.")
-            lo, hi = _pair(rng, f"band '{name}'")
-            if lo <= 0:
-                raise ConfigError(f"band-power: band '{name}' must start above 0 Hz, got {lo:g} Hz.")
-            self.bands[name] = (lo, hi)
-        wins = DEFAULT_WINDOWS if windows is None else windows
-        self.windows = [_pair(w, "window") for w in wins]
-        if not self.windows:
-            raise ConfigError("band-power: windows must list at least one (start, stop) in ms.")
+    Params = BandPowerParams
+    name = "band-power"
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        p = self.params
+        self.bands: dict[str, tuple[float, float]] = {b: _pair(r, f"band '{b}'") for b, r in p.bands.items()}
+        self.windows = [_pair(w, "window") for w in p.windows]
         self.window_names = [f"{_fmt(a)}-{_fmt(b)}" for a, b in self.windows]
-        if len(set(self.window_names)) != len(self.window_names):
-            raise ConfigError(f"band-power: windows {self.window_names} contain duplicates.")
-        self.baseline = _pair(baseline, "baseline")
-        self.reduction = reduction
-        if reduction not in REDUCTIONS:
-            raise ConfigError(f"band-power: invalid reduction {reduction!r}; expected one of "
-                              f"{', '.join(map(repr, REDUCTIONS))}.{did_you_mean(str(reduction), REDUCTIONS)}")
-        for pname, value in (("subband_width", subband_width), ("freq_step", freq_step),
-                             ("reject_threshold", reject_threshold), ("notch_width", notch_width)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError(f"band-power: {pname} must be a number > 0, got {value!r}.")
-        if not isinstance(fdr_q, (int, float)) or not 0 < fdr_q < 1:
-            raise ConfigError(f"band-power: fdr_q must be in (0, 1), got {fdr_q!r}; the published value is 0.05.")
-        if notch is not None and (isinstance(notch, bool) or not isinstance(notch, (int, float)) or notch <= 0):
-            raise ConfigError(f"band-power: notch must be a line frequency in Hz (50 or 60) or None, got {notch!r}.")
-        if pad not in ("reflect", "none"):
-            raise ConfigError(f"band-power: pad must be 'reflect' or 'none', got {pad!r}.")
-        if n_jobs is None:
-            n_jobs = os.cpu_count() or 1
-        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
-            raise ConfigError(f"band-power: n_jobs must be an integer >= 1 (or None for every core), got {n_jobs!r}.")
-        for pname, value in (("log", log), ("zscore", zscore), ("responsive_only", responsive_only),
-                             ("bipolar", bipolar), ("reject_trials", reject_trials)):
-            if not isinstance(value, bool):
-                raise ConfigError(f"band-power: {pname} must be true or false, got {value!r}.")
-        self.n_cycles = self._resolve_cycles(n_cycles)
-        self.subband_width, self.freq_step = float(subband_width), float(freq_step)
-        self.log, self.zscore, self.responsive_only, self.fdr_q = log, zscore, responsive_only, float(fdr_q)
-        self.bipolar, self.reject_trials, self.reject_threshold = bipolar, reject_trials, float(reject_threshold)
-        self.notch = None if notch is None else float(notch)
-        self.notch_width, self.pad, self.n_jobs = float(notch_width), pad, n_jobs
+        self.baseline = _pair(p.baseline, "baseline")
+        self.reduction = p.reduction
+        self.n_cycles = self._resolve_cycles(p.n_cycles)
+        self.subband_width, self.freq_step = float(p.subband_width), float(p.freq_step)
+        self.log, self.zscore, self.responsive_only, self.fdr_q = p.log, p.zscore, p.responsive_only, float(p.fdr_q)
+        self.bipolar, self.reject_trials, self.reject_threshold = p.bipolar, p.reject_trials, float(p.reject_threshold)
+        self.notch = None if p.notch is None else float(p.notch)
+        self.notch_width, self.pad = float(p.notch_width), p.pad
+        self.n_jobs = p.n_jobs if p.n_jobs is not None else (os.cpu_count() or 1)
         self._grid = {b: self._band_grid(b) for b in self.bands}
 
     # -- set-up -------------------------------------------------------------------------
     def _resolve_cycles(self, n_cycles: Any) -> dict[str, float]:
+        """Cycles per band from the declared ``n_cycles`` (validated by :class:`BandPowerParams`)."""
         def default(b: str) -> float:
             return DEFAULT_N_CYCLES.get(b, OTHER_BAND_N_CYCLES)
 
-        if isinstance(n_cycles, str):
-            if n_cycles != "default":
-                raise ConfigError(f"band-power: n_cycles must be 'default', a number or a dict per band, got {n_cycles!r}.")
+        if n_cycles == "default":
             return {b: default(b) for b in self.bands}
         if isinstance(n_cycles, Mapping):
-            unknown = [b for b in n_cycles if b not in self.bands]
-            if unknown:
-                raise unknown_name_error("band", str(unknown[0]), self.bands, option="n_cycles", error_cls=ConfigError)
-            out = {b: float(n_cycles.get(b, default(b))) for b in self.bands}
-        elif isinstance(n_cycles, (int, float)) and not isinstance(n_cycles, bool):
-            out = {b: float(n_cycles) for b in self.bands}
-        else:
-            raise ConfigError(f"band-power: n_cycles must be 'default', a number or a dict per band, got {n_cycles!r}.")
-        bad = {b: c for b, c in out.items() if not c > 0}
-        if bad:
-            raise ConfigError(f"band-power: n_cycles must be > 0, got {bad}.")
-        return out
+            return {b: float(n_cycles.get(b, default(b))) for b in self.bands}
+        return {b: float(n_cycles) for b in self.bands}
 
     def _band_grid(self, band: str) -> dict[str, Any]:
         lo, hi = self.bands[band]
@@ -253,19 +277,29 @@ class BandPowerSignal(SignalPlugin):
         return [f"{b}@{w}" for b in self.bands for w in self.window_names]
 
     def parameters(self, name: str) -> dict[str, Any]:
-        """Everything that defines signal ``name`` (JSON-serialisable)."""
+        """Everything that defines signal ``name`` (JSON-serialisable).
+
+        The declared parameters (:meth:`BandPowerParams.key`) with the plugin-wide
+        ``bands``, ``windows`` and ``n_cycles`` narrowed to this signal's band and window
+        (so adding a band does not change the other signals' keys), the wavelet
+        frequencies, and settings that do not apply (``subband_width`` without
+        max-subband, ``reject_threshold`` without rejection, ``notch_width`` without a
+        notch) set to None.
+        """
         band, wi = self._parse(name)
-        g = self._grid[band]
-        return {
-            "band": band, "band_hz": list(self.bands[band]), "window_ms": list(self.windows[wi]),
-            "baseline_ms": list(self.baseline), "method": "morlet (mne.time_frequency.morlet, zero_mean)",
-            "n_cycles": self.n_cycles[band], "freqs_hz": [round(float(f), 6) for f in g["freqs"]],
-            "reduction": self.reduction, "subband_width": self.subband_width if self.reduction == "max-subband" else None,
-            "log": self.log, "zscore": self.zscore, "responsive_only": self.responsive_only,
-            "fdr_q": self.fdr_q, "bipolar": self.bipolar,
-            "reject_trials": self.reject_trials, "reject_threshold": self.reject_threshold if self.reject_trials else None,
-            "notch": self.notch, "notch_width": self.notch_width if self.notch else None, "pad": self.pad,
-        }
+        key = self.params.key()
+        for plugin_wide in ("bands", "windows", "n_cycles"):
+            key.pop(plugin_wide)
+        key.update(band=band, band_hz=list(self.bands[band]), window_ms=list(self.windows[wi]),
+                   n_cycles=self.n_cycles[band], freqs_hz=[round(float(f), 6) for f in self._grid[band]["freqs"]],
+                   method="morlet (mne.time_frequency.morlet, zero_mean)")
+        if self.reduction != "max-subband":
+            key["subband_width"] = None
+        if not self.reject_trials:
+            key["reject_threshold"] = None
+        if not self.notch:
+            key["notch_width"] = None
+        return key
 
     def compute(self, dataset: Dataset, names: Sequence[str]) -> dict[str, Responses]:
         """Compute the requested signals, one subject at a time, one transform per subject.

@@ -1,18 +1,24 @@
-"""Split-half noise ceilings with the Spearman-Brown correction.
+"""Noise ceilings: split-half reliability of responses, and Nili et al. bounds for RDMs.
 
-For every site the repetitions of each stimulus are split at random into two
-halves of equal size; the half means give two (n_stimuli,) response vectors
-whose Pearson correlation ``r_half`` measures how reproducible the site is.
-``r_half`` is averaged over ``n_splits`` seeded random splits (plain mean, as
-Brain-Score's split-half consistency) and then corrected to the reliability of
-the mean over all repetitions with Spearman-Brown, ``2 r / (1 + r)``.
+Split-half reliability (responses with repetitions)
+    For every site the repetitions of each stimulus are split at random into two
+    halves of equal size; the half means give two (n_stimuli,) response vectors
+    whose Pearson correlation ``r_half`` measures how reproducible the site is.
+    ``r_half`` is averaged over ``n_splits`` seeded random splits (plain mean, as
+    Brain-Score's split-half consistency) and then corrected to the reliability of
+    the mean over all repetitions with Spearman-Brown, ``2 r / (1 + r)``.
 
-Missing repetitions are NaN. Each stimulus (and site) splits only the
-repetitions it has: in random order, the first ``m // 2`` go to half A and the
-next ``m // 2`` to half B (``m`` the number present; an odd one out is left
-out so that both halves average the same number of repetitions). A stimulus
-with fewer than two repetitions at a site is left out of that site's
-correlation.
+    Missing repetitions are NaN. Each stimulus (and site) splits only the
+    repetitions it has: in random order, the first ``m // 2`` go to half A and the
+    next ``m // 2`` to half B (``m`` the number present; an odd one out is left
+    out so that both halves average the same number of repetitions). A stimulus
+    with fewer than two repetitions at a site is left out of that site's
+    correlation.
+
+RDM noise ceilings (per-subject RDMs, Nili et al. 2014)
+    :func:`noise_ceilings`: upper bound, each subject's RDM compared with the
+    mean RDM of all subjects; lower bound, with the mean RDM of the others; both
+    averaged over subjects, with the comparison used for the model.
 """
 from __future__ import annotations
 
@@ -22,8 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from framework.errors import ConfigError, DataError
+from framework.numerics.rdm import paired_compare
 
-log = logging.getLogger("framework.metrics.ceiling")
+__all__ = ["Ceiling", "masked_pearson", "noise_ceilings", "spearman_brown", "split_half_reliability"]
+
+log = logging.getLogger("framework.numerics.ceiling")
 
 #: Elements (splits x repetitions x stimuli x sites) handled at once; bounds memory to a few hundred MB.
 _CHUNK_ELEMENTS = 1 << 23
@@ -166,3 +175,31 @@ def split_half_reliability(repetitions: np.ndarray, *, n_splits: int = 10, seed:
         log.info("%d of %d sites have no split-half ceiling (too few repeated stimuli).",
                  int(np.isnan(ceiling).sum()), n_sites)
     return Ceiling(r_half=r_half, ceiling=ceiling, n_splits=int(n_splits))
+
+
+def noise_ceilings(subjects: np.ndarray, comparison: str = "spearman") -> tuple[float, float]:
+    """Lower and upper noise ceiling of a stack of subject RDMs.
+
+    Parameters
+    ----------
+    subjects : ndarray, (n_subjects, n_pairs)
+        Condensed RDMs.
+    comparison : {"spearman", "pearson", "kendall-tau-a", "rho-a"}
+        As :func:`framework.numerics.rdm.paired_compare`.
+
+    Returns
+    -------
+    lower : float
+        Mean over subjects of compare(subject, mean of the other subjects); NaN for one subject.
+    upper : float
+        Mean over subjects of compare(subject, mean of all subjects).
+    """
+    s = np.asarray(subjects, dtype=np.float64)
+    n = s.shape[0]
+    total = s.sum(axis=0)
+    upper = float(np.mean(paired_compare(s.T, np.repeat((total / n)[:, None], n, axis=1), comparison)))
+    if n < 2:
+        return float("nan"), upper
+    others = (total[None, :] - s) / (n - 1)
+    lower = float(np.mean(paired_compare(s.T, others.T, comparison)))
+    return lower, upper

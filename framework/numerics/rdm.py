@@ -5,10 +5,15 @@ RDMs are handled as *condensed* upper triangles, in the order of
 ``n`` stimuli is a vector of ``n_pairs = n (n - 1) / 2`` float64 values.
 
 Layer RDMs are computed from the Gram matrix ``X X^T`` accumulated over blocks of
-features in float64, so a layer of ~300,000 features never needs a float64 copy
-of the whole array. Comparisons are dot products of *prepared* vectors
-(:func:`prepare`): ranks (or values) are computed once per RDM, centred and
-scaled so that the comparison of every pair of RDMs is one matrix product.
+features in float64 (:func:`framework.numerics.gram.gram`), so a layer of
+~300,000 features never needs a float64 copy of the whole array;
+:func:`layer_rdms` builds every layer's RDM over a target's stimuli and memoises
+the result for cached activations. Single-site RDMs are ``|r_i - r_j|``
+(:func:`site_rdms`, :func:`site_rdm_blocks`).
+
+Comparisons are dot products of *prepared* vectors (:func:`prepare`): ranks (or
+values) are computed once per RDM, centred and scaled so that the comparison of
+every pair of RDMs is one matrix product.
 
 Comparison methods (rsatoolbox conventions):
 
@@ -28,31 +33,62 @@ Comparison methods (rsatoolbox conventions):
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import numpy as np
 import scipy.stats
 
 from framework.errors import ConfigError, DataError
+from framework.numerics.gram import DEFAULT_BLOCK_BYTES, gram
+from framework.numerics.stimuli import stimulus_order
+from framework.types import Activations
 from framework.validation import check_option
 
-log = logging.getLogger("framework.metrics.rdm")
+__all__ = ["COMPARISONS", "DISTANCES", "LINEAR_COMPARISONS", "SITE_BLOCK_BYTES", "check_comparison_for_permutations",
+           "clip_comparison", "compare", "condensed_position", "kendall_tau_a", "layer_rdms", "n_pairs_of",
+           "paired_compare", "prepare", "rdm", "rdm_from_gram", "site_rdm_blocks", "site_rdms", "triu_indices",
+           "upper"]
 
+log = logging.getLogger("framework.numerics.rdm")
+
+#: Distances of :func:`rdm` (as :func:`scipy.spatial.distance.pdist`).
 DISTANCES: tuple[str, ...] = ("euclidean", "sqeuclidean", "correlation", "cosine")
+#: Comparisons of :func:`compare` (see the module docstring).
 COMPARISONS: tuple[str, ...] = ("spearman", "pearson", "kendall-tau-a", "rho-a")
 #: Comparisons that are one matrix product of prepared vectors (and so can be permuted fast).
 LINEAR_COMPARISONS: tuple[str, ...] = ("spearman", "pearson", "rho-a")
 
-#: Bytes of float64 feature block held at once when building a layer RDM.
-_BLOCK_BYTES = 64 * 2**20
+#: Bytes of prepared float64 site RDMs held at once by :func:`site_rdm_blocks`.
+SITE_BLOCK_BYTES = 256 * 2**20
 
 
 def n_pairs_of(n_stimuli: int) -> int:
-    """Length of the condensed upper triangle of an ``(n_stimuli, n_stimuli)`` RDM."""
+    """Length of the condensed upper triangle of an ``(n_stimuli, n_stimuli)`` RDM.
+
+    Parameters
+    ----------
+    n_stimuli : int
+
+    Returns
+    -------
+    int
+        ``n_stimuli * (n_stimuli - 1) // 2``.
+    """
     return n_stimuli * (n_stimuli - 1) // 2
 
 
 def triu_indices(n_stimuli: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column index of every condensed entry, each (n_pairs,) int64, pdist order."""
+    """Row and column index of every condensed entry, in pdist order.
+
+    Parameters
+    ----------
+    n_stimuli : int
+
+    Returns
+    -------
+    rows, cols : ndarray, each (n_pairs,) int64
+        ``rows[k] < cols[k]``: the stimulus pair of condensed entry ``k``.
+    """
     iu, ju = np.triu_indices(n_stimuli, k=1)
     return iu.astype(np.int64), ju.astype(np.int64)
 
@@ -85,44 +121,6 @@ def _check_features(features: np.ndarray, name: str) -> np.ndarray:
     if arr.shape[1] < 1:
         raise DataError(f"{name} has no features (shape {arr.shape}).")
     return arr
-
-
-def gram(features: np.ndarray, *, center: bool = False, block_bytes: int = _BLOCK_BYTES
-         ) -> tuple[np.ndarray, np.ndarray]:
-    """Gram matrix and row sums of ``features``, accumulated in float64 blocks of features.
-
-    Parameters
-    ----------
-    features : ndarray, (n_stimuli, n_features)
-        Any float dtype; may be a memory map (read block by block).
-    center : bool
-        Subtract each feature's mean over stimuli first (distances between rows
-        are unchanged; improves the conditioning of Euclidean distances).
-    block_bytes : int
-        Size of one float64 block of features.
-
-    Returns
-    -------
-    gram : ndarray, (n_stimuli, n_stimuli) float64
-        ``X X^T``.
-    row_sums : ndarray, (n_stimuli,) float64
-        ``X 1`` (of the centred features when ``center``).
-    """
-    n, f = features.shape
-    step = max(1, int(block_bytes // (8 * max(n, 1))))
-    g = np.zeros((n, n), dtype=np.float64)
-    sums = np.zeros(n, dtype=np.float64)
-    for start in range(0, f, step):
-        block = np.array(features[:, start:start + step], dtype=np.float64)
-        if not np.isfinite(block).all():
-            bad = np.argwhere(~np.isfinite(block))[0]
-            raise DataError(f"Features contain NaN/inf (first at stimulus {bad[0]}, feature {start + bad[1]}); "
-                            "fix the activations (e.g. clear the activation cache).")
-        if center:
-            block -= block.mean(axis=0)
-        g += block @ block.T
-        sums += block.sum(axis=1)
-    return g, sums
 
 
 def rdm_from_gram(g: np.ndarray, row_sums: np.ndarray, n_features: int, distance: str) -> np.ndarray:
@@ -160,7 +158,7 @@ def rdm_from_gram(g: np.ndarray, row_sums: np.ndarray, n_features: int, distance
 
 
 def rdm(features: np.ndarray, distance: str = "euclidean", *, order: np.ndarray | None = None,
-        name: str = "features", block_bytes: int = _BLOCK_BYTES) -> np.ndarray:
+        name: str = "features", block_bytes: int = DEFAULT_BLOCK_BYTES) -> np.ndarray:
     """Condensed RDM of the rows of ``features``.
 
     Parameters
@@ -331,8 +329,128 @@ def compare(a: np.ndarray, b: np.ndarray, comparison: str = "spearman") -> np.nd
 
 
 def check_comparison_for_permutations(comparison: str, n_permutations: int, where: str) -> None:
-    """Raise :class:`ConfigError` when a permutation test is asked for a non-linear comparison."""
+    """Raise :class:`ConfigError` when a permutation test is asked for a non-linear comparison.
+
+    Parameters
+    ----------
+    comparison : str
+        One of :data:`COMPARISONS`; only :data:`LINEAR_COMPARISONS` have a fast test.
+    n_permutations : int
+        0 means no test (always accepted).
+    where : str
+        Name of the caller shown in the message (e.g. ``"rsa"``).
+    """
     if n_permutations > 0 and comparison not in LINEAR_COMPARISONS:
         raise ConfigError(f"{where}: comparison={comparison!r} has no fast permutation test; expected one of "
                           f"{', '.join(repr(c) for c in LINEAR_COMPARISONS)} when n_permutations > 0 "
                           f"(got {n_permutations}). Use comparison='spearman' or set n_permutations=0.")
+
+
+def clip_comparison(r: np.ndarray, comparison: str) -> np.ndarray:
+    """Clip correlation-type comparison values to ``[-1, 1]`` (rounding); rho-a is left as is.
+
+    Parameters
+    ----------
+    r : ndarray, any shape, float64
+        Comparison values.
+    comparison : {"spearman", "pearson", "kendall-tau-a", "rho-a"}
+
+    Returns
+    -------
+    ndarray, same shape, float64
+        ``r`` itself for ``"rho-a"`` (not bounded by 1 with ties), else a clipped copy.
+    """
+    return r if comparison == "rho-a" else np.clip(r, -1.0, 1.0)
+
+
+def paired_compare(a: np.ndarray, b: np.ndarray, comparison: str) -> np.ndarray:
+    """Compare column ``k`` of ``a`` with column ``k`` of ``b``.
+
+    Parameters
+    ----------
+    a, b : ndarray, (n_pairs, k)
+        Condensed RDMs as columns (raw dissimilarities, not prepared).
+    comparison : {"spearman", "pearson", "kendall-tau-a", "rho-a"}
+
+    Returns
+    -------
+    ndarray, (k,) float64
+        NaN where the comparison is undefined (a constant RDM, for spearman / pearson).
+    """
+    if comparison not in LINEAR_COMPARISONS:
+        return np.array([kendall_tau_a(a[:, k], b[:, k]) for k in range(a.shape[1])])
+    out = np.einsum("pk,pk->k", prepare(a, comparison), prepare(b, comparison))
+    return clip_comparison(out, comparison)
+
+
+def site_rdm_blocks(data: np.ndarray, comparison: str, block_bytes: int = SITE_BLOCK_BYTES) -> Iterator[np.ndarray]:
+    """Prepared single-site RDMs, block of sites by block of sites.
+
+    Parameters
+    ----------
+    data : ndarray, (n_stimuli, n_sites) float64
+        Responses; site ``j``'s RDM is ``|r_i - r_j|`` (:func:`site_rdms`).
+    comparison : {"spearman", "pearson", "rho-a"}
+        Passed to :func:`prepare`.
+    block_bytes : int
+        Bytes of one float64 block, ``n_pairs * n_block * 8``.
+
+    Yields
+    ------
+    ndarray, (n_pairs, n_block) float64
+        Prepared RDMs of the next ``n_block`` sites (at least one), in site order.
+    """
+    n_pairs = n_pairs_of(data.shape[0])
+    step = max(1, block_bytes // (8 * max(n_pairs, 1)))
+    for start in range(0, data.shape[1], step):
+        yield prepare(site_rdms(data[:, start:start + step]), comparison)
+
+
+#: Recently computed layer RDMs, keyed by (activations key, layers, distance, stimulus order).
+_LAYER_RDM_MEMO: dict[tuple, np.ndarray] = {}
+_LAYER_RDM_MEMO_SIZE = 4
+
+
+def layer_rdms(activations: Activations, stimulus_ids: tuple[str, ...], distance: str) -> np.ndarray:
+    """Condensed RDM of every layer over the target's stimuli, in the target's order.
+
+    Activations that carry a content key (``activations.info["key"]``, set by the
+    activation cache) have their RDMs memoised: the last few results are reused
+    by every (signal, metric) cell of the model instead of being recomputed.
+
+    Parameters
+    ----------
+    activations : Activations
+        Layers, each (n_stimuli_act, n_features) float32, possibly memory-mapped;
+        their stimuli must include ``stimulus_ids``.
+    stimulus_ids : tuple of str, (n_stimuli,)
+    distance : {"euclidean", "sqeuclidean", "correlation", "cosine"}
+
+    Returns
+    -------
+    ndarray, (n_pairs, n_layers) float64
+        Column ``l`` is layer ``l``'s RDM (:func:`rdm`); read-only when memoised.
+    """
+    if len(activations) == 0:
+        raise DataError("Activations have no layers; extract at least one layer.")
+    order = stimulus_order(activations.stimulus_ids, stimulus_ids)
+    identity = order is None
+    if order is None:
+        order = np.arange(len(stimulus_ids), dtype=np.int64)
+    # Cached activations carry a content key: their RDMs are computed once and reused by
+    # every (signal, metric) cell of the model instead of once per cell.
+    memo_key = None
+    if activations.info.get("key"):
+        memo_key = (activations.info["key"], activations.layers, distance, order.tobytes())
+        hit = _LAYER_RDM_MEMO.get(memo_key)
+        if hit is not None:
+            return hit
+    cols = [rdm(activations[name], distance, order=None if identity else order, name=f"layer '{name}'")
+            for name in activations.layers]
+    out = np.column_stack(cols)
+    if memo_key is not None:
+        out.setflags(write=False)
+        _LAYER_RDM_MEMO[memo_key] = out
+        while len(_LAYER_RDM_MEMO) > _LAYER_RDM_MEMO_SIZE:
+            _LAYER_RDM_MEMO.pop(next(iter(_LAYER_RDM_MEMO)))
+    return out

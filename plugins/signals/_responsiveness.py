@@ -15,7 +15,7 @@ from scipy.special import ndtr
 from scipy.stats import rankdata
 
 from framework.errors import ConfigError
-from framework.stats import fdr_bh
+from framework.numerics.stats import fdr_bh
 
 log = logging.getLogger("framework.signals.responsiveness")
 

@@ -2,7 +2,7 @@
 
 The test asks, for every cell (site RDM ``s``, layer RDM ``l``), whether the
 observed comparison ``r = z_s . z_l`` of the prepared vectors
-(:func:`plugins.metrics._rdm.prepare`: centred, unit-norm ranks for Spearman,
+(:func:`framework.numerics.rdm.prepare`: centred, unit-norm ranks for Spearman,
 values for Pearson) is larger than expected when the stimulus labels are
 shuffled. Permutation ``pi`` maps an RDM ``D`` to ``D'[i, j] = D[pi[i], pi[j]]``.
 
@@ -76,10 +76,14 @@ from threadpoolctl import threadpool_limits
 
 from framework.errors import ConfigError, DataError
 from framework.validation import check_option
-from plugins.metrics._rdm import condensed_position, n_pairs_of, triu_indices
+from framework.numerics.rdm import condensed_position, n_pairs_of, triu_indices
 
-log = logging.getLogger("framework.metrics.permutation")
+__all__ = ["ALTERNATIVES", "PermutationResult", "draw_permutations", "inverse_permutations",
+           "min_exceedances_to_stop", "pair_gather_index", "permutation_test", "tie_tolerance"]
 
+log = logging.getLogger("framework.numerics.permutation")
+
+#: Sides of the test: positive correlations (default), either sign, negative.
 ALTERNATIVES: tuple[str, ...] = ("greater", "two-sided", "less")
 #: Budget (bytes) of the gathered float32 layer vectors of one batch of permutations.
 _GATHER_BYTES = 96 * 2**20
@@ -167,7 +171,18 @@ class _PairIndexer:
 
 
 def inverse_permutations(perms: np.ndarray) -> np.ndarray:
-    """Inverse of each row permutation, (n_perm, n_stimuli) same dtype."""
+    """Inverse of each row permutation.
+
+    Parameters
+    ----------
+    perms : ndarray, (n_perm, n_stimuli) int
+        Row ``k`` is a permutation of ``range(n_stimuli)``.
+
+    Returns
+    -------
+    ndarray, (n_perm, n_stimuli), same dtype
+        Row ``k`` is ``pi_k^-1``: ``inv[k, perms[k, i]] == i``.
+    """
     inv = np.empty_like(perms)
     rows = np.arange(perms.shape[0])[:, None]
     inv[rows, perms] = np.arange(perms.shape[1], dtype=perms.dtype)[None, :]
@@ -180,6 +195,18 @@ def min_exceedances_to_stop(alpha: float, n_permutations: int) -> int:
     A cell with ``h`` exceedances has full-test p ``>= (1 + h) / (1 + N) > alpha`` and
     sequential p ``h / n_used >= h / N > alpha``: it can be stopped without
     changing its decision.
+
+    Parameters
+    ----------
+    alpha : float
+        Significance level, ``0 < alpha < 1``.
+    n_permutations : int
+        Number of permutations ``N`` of the full test.
+
+    Returns
+    -------
+    int
+        ``floor(alpha * N) + 1``.
     """
     return int(math.floor(alpha * n_permutations)) + 1
 
@@ -226,7 +253,7 @@ def permutation_test(layers: np.ndarray, site_blocks: Iterable[np.ndarray] | np.
     Parameters
     ----------
     layers : ndarray, (n_pairs, n_layers) float64
-        Prepared layer RDMs (:func:`plugins.metrics._rdm.prepare`).
+        Prepared layer RDMs (:func:`framework.numerics.rdm.prepare`).
     site_blocks : ndarray (n_pairs, n_sites) or iterable of such blocks
         Prepared site RDMs; an iterable lets the caller build sites block by block
         (results are concatenated in order). The statistic is ``site . layer``.

@@ -1,7 +1,8 @@
 """Seeded K-fold splits of stimuli, stratified by category when labels are given.
 
 Used by the linear-predictivity metric for its outer folds and for the inner
-folds that choose a ridge penalty or a best layer on training data only.
+folds that choose a ridge penalty (:mod:`framework.numerics.ridge`) or a best
+layer on training data only.
 """
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import numpy as np
 
 from framework.errors import ConfigError, DataError
 
-log = logging.getLogger("framework.metrics.splits")
+__all__ = ["kfold_splits"]
 
+log = logging.getLogger("framework.numerics.splits")
+
+#: One fold: (train, test) stimulus indices, each int64 and sorted.
 Split = tuple[np.ndarray, np.ndarray]
 
 

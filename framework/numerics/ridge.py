@@ -37,19 +37,38 @@ from dataclasses import dataclass
 import numpy as np
 
 from framework.errors import ConfigError, DataError
-from plugins.metrics._splits import kfold_splits
+from framework.numerics.gram import recentered_gram
+from framework.numerics.splits import kfold_splits
 
-log = logging.getLogger("framework.metrics.ridge")
+__all__ = ["DEFAULT_ALPHAS", "METHODS", "SELECTIONS", "RidgePath", "RidgeResult", "check_alphas", "fit_predict",
+           "inner_cv"]
+
+log = logging.getLogger("framework.numerics.ridge")
 
 #: Default penalty grid: 19 values, half a decade apart, 1e-3 ... 1e6 (z-scored features).
 DEFAULT_ALPHAS: np.ndarray = np.logspace(-3, 6, 19)
 
+#: Decompositions of :class:`RidgePath`: ``"auto"`` takes the kernel path when features outnumber stimuli.
 METHODS = ("auto", "svd", "kernel")
+#: Penalty selection rules of :func:`fit_predict`: exact leave-one-out or inner K-fold CV.
 SELECTIONS = ("gcv", "inner-cv")
 
 
 def check_alphas(alphas: Sequence[float] | np.ndarray, name: str = "alphas") -> np.ndarray:
-    """Return the penalty grid as a (n_alphas,) float64 array; raise ConfigError if not positive and finite."""
+    """The penalty grid as a float64 array; :class:`ConfigError` unless positive and finite.
+
+    Parameters
+    ----------
+    alphas : sequence of float or ndarray, any shape
+        Ridge penalties (in squared units of the standardised features).
+    name : str
+        Parameter name shown in the error message.
+
+    Returns
+    -------
+    ndarray, (n_alphas,) float64
+        ``alphas`` flattened; non-empty.
+    """
     try:
         arr = np.asarray(alphas, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
@@ -251,22 +270,6 @@ class RidgePath:
         return w, self.y_mean - self.x_mean @ w
 
 
-def _inner_gram(gram: np.ndarray, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Re-centre a Gram matrix on an inner training subset.
-
-    ``gram`` is ``X X^T`` for features ``X`` with any centring; returns the Gram
-    of ``X[train]`` centred by its own mean (n_train, n_train) and the cross Gram
-    ``(X[test] - mean) (X[train] - mean)^T`` (n_test, n_train).
-    """
-    k = gram[np.ix_(train, train)]
-    c = gram[np.ix_(test, train)]
-    row = k.mean(axis=1)
-    total = row.mean()
-    k = k - row[:, None] - row[None, :] + total
-    c = c - c.mean(axis=1)[:, None] - row[None, :] + total
-    return k, c
-
-
 def inner_cv(features: np.ndarray, targets: np.ndarray, alphas: np.ndarray,
              splits: Sequence[tuple[np.ndarray, np.ndarray]], *, method: str = "auto",
              precomputed: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -300,7 +303,7 @@ def inner_cv(features: np.ndarray, targets: np.ndarray, alphas: np.ndarray,
     kept = []
     for train, test in splits:  # a few folds; each vectorised over sites
         if precomputed:
-            k, c = _inner_gram(x, train, test)
+            k, c = recentered_gram(x, train, test)
             path = RidgePath.from_gram(k, y[train])
             proj = path.transform_gram(c)
         else:
