@@ -7,6 +7,7 @@ status 2; a run whose cells partly failed exits with status 1 after a summary.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -46,7 +47,8 @@ def _plugin_params(values: list[str] | None, option: str) -> dict[str, dict[str,
     for key, value in _pairs(values, option).items():
         plugin, dot, param = key.rpartition(".")
         if not dot or not plugin or not param:
-            raise ConfigError(f"Option {option} expects PLUGIN.PARAM=VALUE (e.g. rsa.n_permutations=1000), got '{key}'.")
+            raise ConfigError(f"Option {option} expects PLUGIN.PARAM=VALUE (e.g. rsa.n_permutations=1000), "
+                              f"got '{key}'.")
         out.setdefault(plugin, {})[param] = _parse_value(value)
     return out
 
@@ -305,10 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         print("framework: interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # output piped into `head` and the like
-        try:
+        with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
-        except OSError:
-            pass
         return EXIT_OK
     except Exception as exc:  # last resort: one line, traceback only with --verbose
         if getattr(args, "verbose", False):

@@ -126,9 +126,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
     for key in ("store",):
         if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
             data[key] = str(base / data[key])
-    if isinstance(data.get("dataset"), str) and data["dataset"].endswith(".toml"):
-        if not Path(data["dataset"]).is_absolute():
-            data["dataset"] = str(base / data["dataset"])
+    dataset = data.get("dataset")
+    if isinstance(dataset, str) and dataset.endswith(".toml") and not Path(dataset).is_absolute():
+        data["dataset"] = str(base / dataset)
     if isinstance(data.get("weights_files"), dict):
         data["weights_files"] = {k: (str(base / v) if isinstance(v, str) and not Path(v).is_absolute() else v)
                                  for k, v in data["weights_files"].items()}

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from framework.params import NoParams, PluginParams, validate_params
-from framework.types import Activations, Dataset, DataKind, Score, StimulusSet, Target
+from framework.types import Activations, DataKind, Dataset, Score, StimulusSet, Target
 
 
 class Parametrised:

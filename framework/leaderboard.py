@@ -364,7 +364,8 @@ def render_html(boards: list[Board], *, title: str = "Leaderboard") -> str:
         sections.append(
             f"<section><h2>{html.escape(b.metric)} on {html.escape(b.dataset)}</h2>{headline}"
             f"<p>Models ranked by the mean of the headline value over {len(b.signals)} signal(s) (signals "
-            f"without a value are left out); cells shaded by value (hover for the noise ceiling).</p>{_svg_bars(b)}{_html_table(b)}"
+            f"without a value are left out); cells shaded by value (hover for the noise ceiling).</p>"
+            f"{_svg_bars(b)}{_html_table(b)}"
             f"{_profiles(b)}</section>")
     if not sections:
         sections.append("<p>No scores in the store yet.</p>")

@@ -206,10 +206,7 @@ def expected_text(params_cls: type[PluginParams], name: str) -> str:
 
 
 def _default_text(info: Any) -> str:
-    if info.default_factory is not None:
-        value = info.default_factory()
-    else:
-        value = info.default
+    value = info.default_factory() if info.default_factory is not None else info.default
     if value is None:
         return "none"
     if isinstance(value, bool):

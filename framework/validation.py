@@ -39,10 +39,10 @@ def check_array(array: Any, name: str, *, ndim: int | None = None, shape: tuple[
     tail = f" {fix}" if fix else ""
     if ndim is not None and arr.ndim != ndim:
         raise DataError(f"{name} must have {ndim} dimensions, got shape {arr.shape}.{tail}")
-    if shape is not None:
-        if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
-            want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
-            raise DataError(f"{name} must have shape {want}, got {arr.shape}.{tail}")
+    if shape is not None and (arr.ndim != len(shape)
+                              or any(s is not None and s != a for s, a in zip(shape, arr.shape))):
+        want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
+        raise DataError(f"{name} must have shape {want}, got {arr.shape}.{tail}")
     if finite and arr.dtype.kind in "fc":
         bad = ~np.isfinite(arr)
         if bad.any():

@@ -26,7 +26,6 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 def fake_registry():
     """Registry with only the fake plugins (no built-ins, no entry points)."""
     import fake_plugins
-
     from framework.registry import get_plugin_manager, load_registry
 
     pm = get_plugin_manager(entry_points=False, builtins=False, extra_plugins=[fake_plugins])

@@ -46,9 +46,9 @@ def test_table_spearman_matches_scipy_on_expanded_points() -> None:
     tables = rng.integers(0, 4, size=(20, 5, 9)).astype(float)
     got = table_spearman(tables)
     for t, g in zip(tables, got):
-        a, l = np.nonzero(t)
-        reps = t[a, l].astype(int)
-        assert g == pytest.approx(scipy.stats.spearmanr(np.repeat(a, reps), np.repeat(l, reps)).statistic,
+        a, lay = np.nonzero(t)
+        reps = t[a, lay].astype(int)
+        assert g == pytest.approx(scipy.stats.spearmanr(np.repeat(a, reps), np.repeat(lay, reps)).statistic,
                                   abs=1e-12)
     one_area = np.zeros((5, 9))
     one_area[2, [1, 4]] = 3

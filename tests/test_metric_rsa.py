@@ -160,8 +160,8 @@ def test_brain_rdms_score() -> None:
     per_area = []
     for area in ("EVC", "IT"):
         v = target.rdms[area][:, iu, ju]
-        r = np.array([[scipy.stats.spearmanr(v[s], pdist(acts[l].astype(np.float64))).statistic
-                       for l in ("a", "b")] for s in range(v.shape[0])])
+        r = np.array([[scipy.stats.spearmanr(v[s], pdist(acts[layer].astype(np.float64))).statistic
+                       for layer in ("a", "b")] for s in range(v.shape[0])])
         per_area.append(r.mean(axis=0).max())
         k = score.details["area"]["area"].index(area)
         lo, up = _direct_ceilings(target.rdms[area])

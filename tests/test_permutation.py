@@ -49,20 +49,20 @@ def _loop_counts(layers, resp, perms, stat, alternative="greater"):
     obs = np.zeros((resp.shape[1], layers.shape[1]))
     count = np.zeros(obs.shape, dtype=int)
     inv = inverse_permutations(perms)
-    for l in range(layers.shape[1]):
-        square = scipy.spatial.distance.squareform(layers[:, l])
+    for k in range(layers.shape[1]):
+        square = scipy.spatial.distance.squareform(layers[:, k])
         permuted = [square[np.ix_(q, q)][iu, ju] for q in inv]
         for s in range(resp.shape[1]):
             site = np.abs(resp[:, s][:, None] - resp[:, s][None, :])[iu, ju]
-            obs[s, l] = stat(site, layers[:, l])
+            obs[s, k] = stat(site, layers[:, k])
             for lp in permuted:
                 null = stat(site, lp)
                 if alternative == "greater":
-                    count[s, l] += null >= obs[s, l] - tol
+                    count[s, k] += null >= obs[s, k] - tol
                 elif alternative == "less":
-                    count[s, l] += null <= obs[s, l] + tol
+                    count[s, k] += null <= obs[s, k] + tol
                 else:
-                    count[s, l] += abs(null) >= abs(obs[s, l]) - tol
+                    count[s, k] += abs(null) >= abs(obs[s, k]) - tol
     return obs, count
 
 
@@ -145,7 +145,7 @@ def test_matches_float64_reference_at_40_stimuli() -> None:
     z_s = rdm.prepare(rdm.site_rdms(resp), "spearman")
     z_l = rdm.prepare(layers, "spearman")
     res = permutation_test(z_l, z_s, n, perms=perms, early_stopping=False)
-    squares = [scipy.spatial.distance.squareform(layers[:, l]) for l in range(3)]
+    squares = [scipy.spatial.distance.squareform(layers[:, k]) for k in range(3)]
     null = np.stack([np.column_stack([sq[np.ix_(q, q)][iu, ju] for sq in squares])
                      for q in inverse_permutations(perms)])                 # (n_perm, n_pairs, 3)
     ranks = scipy.stats.rankdata(null, axis=1)

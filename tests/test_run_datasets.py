@@ -71,7 +71,7 @@ def test_epochs_dataset_runs_end_to_end(tmp_path):
                 "--signals", "lowgamma@150-350,theta@150-350", "--metrics", "rsa,linear-predictivity",
                 "--metric-param", "linear-predictivity.n_splits=3", "--store", str(store), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    rows = list(csv.DictReader(open(store / "leaderboard.csv")))
+    rows = list(csv.DictReader((store / "leaderboard.csv").read_text().splitlines()))
     assert len(rows) == 4 and {r["dataset"] for r in rows} == {"bursts"}
     assert all(r["value"] != "" for r in rows)
 
@@ -105,7 +105,7 @@ def test_algonauts_rdms_run_end_to_end(tmp_path):
                 "--store", str(store), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "does not score rdms data; skipped" in proc.stderr        # e.g. linear-predictivity
-    rows = list(csv.DictReader(open(store / "leaderboard.csv")))
+    rows = list(csv.DictReader((store / "leaderboard.csv").read_text().splitlines()))
     assert [(r["metric"], r["signal"]) for r in rows] == [("rsa", "rdms")]
     row = rows[0]
     assert row["weights"] == "file tf_efficientnet_lite0.safetensors"

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from framework.errors import ConfigError, DataError
-from plugins.signals._preprocessing import (amplitude_rejection, bipolar_pairs, bipolar_reference, notch,
-                                           parse_contact)
+from plugins.signals._preprocessing import amplitude_rejection, bipolar_pairs, bipolar_reference, notch, parse_contact
 
 
 def test_parse_contact():

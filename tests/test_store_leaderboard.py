@@ -9,13 +9,12 @@ from xml.etree import ElementTree
 
 import pytest
 
+from framework.contracts import LayerAreaMap
 from framework.errors import DataError
 from framework.fileio import _umask
-from framework.contracts import LayerAreaMap
 from framework.leaderboard import build_boards, latest_rows, render_terminal, write_leaderboard
 from framework.store import Cell, ResultsStore
 from framework.types import Score
-
 
 LAYER_AREA = {"layer_area": {"layer": ["conv1", "conv1", "fc6", "fc6"], "layer_index": [0, 0, 1, 1],
                               "area": ["17", "20", "17", "20"], "r": [0.4, 0.1, 0.05, 0.3]}}
@@ -86,7 +85,7 @@ def test_leaderboard_files(tmp_path):
                                           {"m": (LayerAreaMap("layer_area", "r", "RDM correlation"),)})
     names = sorted(p.name for p in paths)
     assert names == ["leaderboard.csv", "leaderboard.html", "leaderboard.md"]
-    rows = list(csv.DictReader(open(tmp_path / "leaderboard.csv")))
+    rows = list(csv.DictReader((tmp_path / "leaderboard.csv").read_text().splitlines()))
     assert [(r["model"], r["rank"]) for r in rows] == [("b", "1"), ("a", "2")]
     assert rows[0]["best_layer"] == "fc6" and rows[0]["ceiling"] == "0.8"
     md = (tmp_path / "leaderboard.md").read_text()

@@ -63,6 +63,7 @@ the result does not depend on how sites or permutations are batched.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -75,8 +76,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from framework.errors import ConfigError, DataError
-from framework.validation import check_option
 from framework.numerics.rdm import condensed_position, n_pairs_of, triu_indices
+from framework.validation import check_option
 
 __all__ = ["ALTERNATIVES", "PermutationResult", "draw_permutations", "inverse_permutations",
            "min_exceedances_to_stop", "pair_gather_index", "permutation_test", "tie_tolerance"]
@@ -436,7 +437,7 @@ class _GroupTester:
             # single-threaded sgemm (multi-threaded BLAS stalls at its many barriers on a busy machine).
             bounds = np.linspace(start, start + bsz, min(self.n_workers, bsz) + 1).astype(int)
             chunks = [self.inv[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
-            parts = list(self.pool.map(lambda c: self.null(work, c), chunks)) if len(chunks) > 1 \
+            parts = list(self.pool.map(functools.partial(self.null, work), chunks)) if len(chunks) > 1 \
                 else [self.null(work, chunks[0])]
             null = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)   # (n_act, bsz, n_layers)
             del parts

@@ -385,10 +385,7 @@ def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, *,
     """
     alphas = check_alphas(alphas)
     y_train = np.asarray(y_train, dtype=np.float64)
-    if precomputed:
-        path = RidgePath.from_gram(x_train, y_train)
-    else:
-        path = RidgePath(x_train, y_train, method=method)
+    path = RidgePath.from_gram(x_train, y_train) if precomputed else RidgePath(x_train, y_train, method=method)
     if selection == "gcv":
         mse = path.loo_mse(alphas)
         idx = np.argmin(mse, axis=0).astype(np.int64)

@@ -314,7 +314,8 @@ def read_epochs_header(path: Path, *, source: Path | None = None) -> EpochsHeade
     epochs = _read_epochs(path, preload=False)
     return EpochsHeader(path=path, ch_names=tuple(epochs.ch_names),
                         ch_types=tuple(epochs.get_channel_types()), bads=tuple(epochs.info["bads"]),
-                        stimulus_ids=tuple(epochs_stimulus_ids(epochs, f"file '{path}'")), sfreq=float(epochs.info["sfreq"]))
+                        stimulus_ids=tuple(epochs_stimulus_ids(epochs, f"file '{path}'")),
+                        sfreq=float(epochs.info["sfreq"]))
 
 
 def site_channels(ch_names: Sequence[str], ch_types: Sequence[str], bads: Sequence[str]) -> list[str]:

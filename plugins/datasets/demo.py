@@ -137,7 +137,8 @@ def _draw(category: str, rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(img, 0, 1)
 
 
-def draw_images(n_per_category: int, seed: int, size: int = IMAGE_SIZE) -> tuple[np.ndarray, tuple[str, ...], tuple[str, ...]]:
+def draw_images(n_per_category: int, seed: int, size: int = IMAGE_SIZE
+                ) -> tuple[np.ndarray, tuple[str, ...], tuple[str, ...]]:
     """All demo images, category by category.
 
     Returns
@@ -228,7 +229,8 @@ def site_drive(features: dict[int, np.ndarray], levels: np.ndarray, rng: np.rand
         elif lev == 2:
             w = rng.normal(0, 1, f.shape[1])
         else:
-            w = np.concatenate([rng.normal(0, 1, len(CATEGORIES)) * 1.5, rng.normal(0, 0.5, f.shape[1] - len(CATEGORIES))])
+            w = np.concatenate([rng.normal(0, 1, len(CATEGORIES)) * 1.5,
+                                rng.normal(0, 0.5, f.shape[1] - len(CATEGORIES))])
         d = f @ w
         drive[:, s] = (d - d.mean()) / (d.std() or 1.0)
     return drive

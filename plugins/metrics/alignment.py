@@ -16,11 +16,11 @@ import numpy as np
 import scipy.stats
 
 from framework.contracts import LayerAreaMap, MetricPlugin
-from framework.params import PluginParams, param
 from framework.errors import DataError
-from framework.types import Activations, Responses, Score, Target
 from framework.numerics.rsa import site_rsa
 from framework.numerics.stats import bootstrap_weights, fdr_bh, table_spearman
+from framework.params import PluginParams, param
+from framework.types import Activations, Responses, Score, Target
 
 log = logging.getLogger("framework.metrics.alignment")
 
@@ -177,5 +177,6 @@ class AlignmentMetric(MetricPlugin):
                 tail = 100.0 * (1.0 - self.ci_level) / 2.0
                 lo, hi = np.percentile(ok, [tail, 100.0 - tail])
                 ci = (float(lo), float(hi))
-        summary["p_value_note"] = "scipy.stats.spearmanr over the points (two-sided; points of one site are not independent)"
+        summary["p_value_note"] = ("scipy.stats.spearmanr over the points (two-sided; points of one site are not "
+                                   "independent)")
         return Score(value=rho, ci=ci, p_value=p_rho, details=details, summary=summary, higher_is_better=True)

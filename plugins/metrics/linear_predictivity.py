@@ -66,10 +66,7 @@ import numpy as np
 from pydantic import field_validator
 
 from framework.contracts import LayerAreaMap, MetricPlugin
-from framework.params import PluginParams, param
-from framework.errors import ConfigError, DataError
-from framework.types import Activations, Responses, Score, Target
-from framework.validation import check_array
+from framework.errors import DataError
 from framework.numerics.areas import area_groups
 from framework.numerics.ceiling import split_half_reliability
 from framework.numerics.gram import fold_grams, standardized
@@ -77,6 +74,9 @@ from framework.numerics.ridge import DEFAULT_ALPHAS, fit_predict
 from framework.numerics.splits import kfold_splits
 from framework.numerics.stats import pearson_columns
 from framework.numerics.stimuli import stimulus_order
+from framework.params import PluginParams, param
+from framework.types import Activations, Responses, Score, Target
+from framework.validation import check_array
 
 log = logging.getLogger("framework.metrics.linear_predictivity")
 

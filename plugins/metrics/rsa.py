@@ -21,9 +21,7 @@ import numpy as np
 from pydantic import model_validator
 
 from framework.contracts import LayerAreaMap, MetricPlugin
-from framework.params import PluginParams, param
-from framework.errors import ConfigError, DataError
-from framework.types import Activations, BrainRDMs, Responses, Score, Target
+from framework.errors import DataError
 from framework.numerics import rdm as _rdm
 from framework.numerics.areas import ordered_areas
 from framework.numerics.ceiling import noise_ceilings
@@ -31,6 +29,8 @@ from framework.numerics.permutation import ALTERNATIVES, permutation_test
 from framework.numerics.rdm import layer_rdms
 from framework.numerics.rsa import SiteRSA, site_rsa
 from framework.numerics.stats import fdr_bh, sem
+from framework.params import PluginParams, param
+from framework.types import Activations, BrainRDMs, Responses, Score, Target
 
 log = logging.getLogger("framework.metrics.rsa")
 

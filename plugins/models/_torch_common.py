@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -642,7 +643,6 @@ class HookedTorchModel(ModelPlugin):
 
     def _iterate(self, module: torch.nn.Module, stimuli: StimulusSet, layers: list[str],
                  batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-        import torch
 
         taps = self._discover()[1]
         groups: dict[_Tap, list[str]] = {}
@@ -655,8 +655,7 @@ class HookedTorchModel(ModelPlugin):
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="framework-preprocess")
         try:
             pending = pool.submit(self._batch, stimuli, 0, min(batch_size, n)) if n else None
-            for k, start in enumerate(starts):
-                stop = min(start + batch_size, n)
+            for k in range(len(starts)):
                 assert pending is not None
                 x = pending.result()
                 pending = (pool.submit(self._batch, stimuli, starts[k + 1], min(starts[k + 1] + batch_size, n))
@@ -702,10 +701,8 @@ class HookedTorchModel(ModelPlugin):
                     handles.append(sub.register_forward_pre_hook(pre(tap)) if tap.kind == "input"
                                    else sub.register_forward_hook(post(tap)))
                 if groups:
-                    try:
+                    with contextlib.suppress(_StopForward):
                         module(x)
-                    except _StopForward:
-                        pass
         finally:
             for h in handles:
                 h.remove()

@@ -19,8 +19,16 @@ from pydantic import ConfigDict
 from framework.contracts import WeightsInfo
 from framework.errors import ConfigError, DataError, unknown_name_error
 from framework.params import PluginParams, param
-from plugins.models._torch_common import (PIXELS, HookedTorchModel, _Tap, interpolation_name, resize_for_crop,
-                                          seeded, sha256_file, state_dict_digest)
+from plugins.models._torch_common import (
+    PIXELS,
+    HookedTorchModel,
+    _Tap,
+    interpolation_name,
+    resize_for_crop,
+    seeded,
+    sha256_file,
+    state_dict_digest,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -23,9 +23,17 @@ from urllib.parse import urlparse
 from framework.contracts import WeightsInfo
 from framework.errors import ConfigError, DataError, unknown_name_error
 from framework.params import PluginParams, param
-from plugins.models._torch_common import (PIXELS, HookedTorchModel, _Tap, download_file, hash_prefix_in_name,
-                                          interpolation_name, load_checkpoint_tensors, load_state_dict_strict,
-                                          sha256_file)
+from plugins.models._torch_common import (
+    PIXELS,
+    HookedTorchModel,
+    _Tap,
+    download_file,
+    hash_prefix_in_name,
+    interpolation_name,
+    load_checkpoint_tensors,
+    load_state_dict_strict,
+    sha256_file,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

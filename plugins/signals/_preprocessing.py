@@ -67,7 +67,8 @@ def bipolar_pairs(channels: Sequence[str]) -> list[tuple[int, int, str]]:
     return pairs
 
 
-def bipolar_reference(data: np.ndarray, channels: Sequence[str], *, subject: str = "") -> tuple[np.ndarray, list[tuple[int, int, str]]]:
+def bipolar_reference(data: np.ndarray, channels: Sequence[str], *, subject: str = ""
+                      ) -> tuple[np.ndarray, list[tuple[int, int, str]]]:
     """Bipolar re-referencing along electrode shafts.
 
     Parameters

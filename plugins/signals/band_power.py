@@ -32,8 +32,8 @@ Missing data policy
 from __future__ import annotations
 
 import logging
-import os
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -43,7 +43,7 @@ from pydantic import field_validator, model_validator
 from framework.contracts import SignalPlugin
 from framework.errors import ConfigError, DataError, unknown_name_error
 from framework.params import PluginParams, param
-from framework.types import Dataset, DataKind, Responses, SiteTable, epochs_stimulus_ids
+from framework.types import DataKind, Dataset, Responses, SiteTable, epochs_stimulus_ids
 from plugins.signals import _preprocessing as preprocessing
 from plugins.signals._power import window_power
 from plugins.signals._responsiveness import responsive_sites
@@ -255,7 +255,8 @@ class BandPowerSignal(SignalPlugin):
         subs = [np.flatnonzero((freqs >= a - 1e-9) & (freqs <= b + 1e-9)) for a, b in zip(edges[:-1], edges[1:])]
         if any(s.size == 0 for s in subs):
             raise ConfigError(f"band-power: band '{band}' ({lo:g}-{hi:g} Hz) has a sub-band without wavelet "
-                              f"frequencies at freq_step={self.freq_step:g} Hz; lower freq_step or raise subband_width.")
+                              f"frequencies at freq_step={self.freq_step:g} Hz; lower freq_step or raise "
+                              "subband_width.")
         return {"freqs": freqs, "subbands": subs, "edges": edges}
 
     def _parse(self, name: str) -> tuple[str, int]:
@@ -418,7 +419,8 @@ class BandPowerSignal(SignalPlugin):
         unknown = sorted(set(stims) - known)
         if unknown:
             raise DataError(f"Epochs of subject '{subject}' contain trials of stimuli not in the stimulus set of "
-                            f"'{dataset.name}': {unknown[:5]}{' ...' if len(unknown) > 5 else ''} ({len(unknown)} ids). "
+                            f"'{dataset.name}': {unknown[:5]}{' ...' if len(unknown) > 5 else ''} "
+                            f"({len(unknown)} ids). "
                             "Fix metadata['stimulus'] or add these stimuli.")
         data = ep.get_data(picks=picks)  # (n_trials, n_ch, n_times) float64
         finite = np.isfinite(data)

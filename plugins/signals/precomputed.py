@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from framework.contracts import SignalPlugin
 from framework.errors import ConfigError, PluginError, did_you_mean
-from framework.types import Dataset, DataKind, Target
+from framework.types import DataKind, Dataset, Target
 
 log = logging.getLogger("framework.signals.precomputed")
 
