@@ -261,10 +261,12 @@ def validate_params(params_cls: type[PluginParams], values: Mapping[str, Any], *
         unknown = [k for k in values if k not in params_cls.model_fields]
         if unknown:
             bad = str(sorted(unknown)[0])
-            listing = (f"Its parameters: {', '.join(declared)}." if declared else "It has no parameters.")
+            if not declared:
+                raise ConfigError(f"{owner.capitalize()} has no parameter '{bad}': it takes no parameters. "
+                                  f"Remove {option} {name}.{bad}.")
             raise ConfigError(f"{owner.capitalize()} has no parameter '{bad}'.{did_you_mean(bad, declared)} "
-                              f"{listing} Remove it, or set a valid one with {option} {name}.NAME=VALUE "
-                              f"(`framework list {kind}s` describes them).")
+                              f"Its parameters: {', '.join(declared)}. Remove it, or set a valid one with "
+                              f"{option} {name}.NAME=VALUE (`framework list {kind}s` describes them).")
     try:
         return params_cls(**values)
     except ValidationError as exc:
