@@ -39,10 +39,14 @@ Modules
 :mod:`~framework.numerics.ceiling`
     Split-half reliability with Spearman-Brown (``split_half_reliability``) and
     the Nili et al. lower/upper RDM noise ceilings (``noise_ceilings``).
+:mod:`~framework.numerics.layers`
+    ``BASELINE_LAYERS`` (``pixels``: a baseline, not a layer choice),
+    ``candidate_layers`` and ``heldout_choice`` (commit a layer on one part of the
+    data, score it on the other).
 :mod:`~framework.numerics.stats`
     ``fdr_bh`` (Benjamini-Hochberg, NaN-aware), ``pearson_columns``,
     ``table_spearman``, ``bootstrap_weights``, ``sem``.
 """
 from __future__ import annotations
 
-__all__ = ["areas", "ceiling", "gram", "permutation", "rdm", "ridge", "rsa", "splits", "stats", "stimuli"]
+__all__ = ["areas", "ceiling", "gram", "layers", "permutation", "rdm", "ridge", "rsa", "splits", "stats", "stimuli"]
