@@ -144,8 +144,11 @@ def test_ctrl_c_keeps_finished_cells_and_says_how_to_resume(tmp_path):
             "--metrics", "fake-corr", "--metric-param", "fake-corr.sleep=0.7", "--store", str(tmp_path),
             "--no-progress"]
     db = tmp_path / "results.sqlite"
+    # A shell starts background jobs with SIGINT ignored, and Python then installs no KeyboardInterrupt
+    # handler; give the child the default disposition so it reacts to Ctrl-C as in a terminal.
     proc = subprocess.Popen([sys.executable, "-m", "framework.cli", *args], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while _count(db) < 1 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
