@@ -36,6 +36,8 @@ class Entry:
     values: dict[str, float]        # signal -> headline value
     ceilings: dict[str, float | None]
     higher_is_better: bool
+    #: signal -> (ci_low, ci_high) of the headline value when the score stored a CI
+    cis: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def mean(self) -> float:
@@ -128,6 +130,8 @@ def build_boards(rows: list[dict[str, Any]], headlines: dict[str, str] | None = 
             e = entries.setdefault((r["model"], w), Entry(r["model"], w, {}, {}, bool(r["higher_is_better"])))
             e.values[r["signal"]] = r["value"] if r["value"] is not None else math.nan
             e.ceilings[r["signal"]] = r["ceiling"]
+            if r.get("ci_low") is not None and r.get("ci_high") is not None:
+                e.cis[r["signal"]] = (r["ci_low"], r["ci_high"])
             details[(r["model"], w, r["signal"])] = r.get("details") or {}
         ranked = sorted(entries.values(), key=lambda e: (_sort_key(e), e.model))
         boards.append(Board(dataset, metric, signals, ranked, (headlines or {}).get(metric, ""), details))
@@ -149,13 +153,21 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
+def _fmt_ci(value: float | None, ci: tuple[float, float] | None, digits: int = 3) -> str:
+    """``value [low, high]`` when a CI is stored (bounds to 2 decimals), else the value alone."""
+    text = _fmt(value, digits)
+    if ci is None or text == "—":
+        return text
+    return f"{text} [{_fmt(ci[0], 2)}, {_fmt(ci[1], 2)}]"
+
+
 def _rank_labels(entries: list[Entry]) -> list[str]:
     return [str(i + 1) if math.isfinite(e.mean) else "—" for i, e in enumerate(entries)]
 
 
 # --------------------------------------------------------------------------------------
 def render_terminal(boards: list[Board]) -> str:
-    """Compact ranked tables for the terminal (no per-signal columns)."""
+    """Compact ranked tables for the terminal (no per-signal columns); the best signal's value with its CI."""
     if not boards:
         return "No scores in the store yet."
     out = []
@@ -167,7 +179,7 @@ def render_terminal(boards: list[Board]) -> str:
         for rank, e in zip(_rank_labels(b.entries), b.entries):
             best = e.best_signal
             rows.append([rank, e.model, e.weights, _fmt(e.mean), best or "—",
-                         _fmt(e.values.get(best)) if best else "—"])
+                         _fmt_ci(e.values.get(best), e.cis.get(best)) if best else "—"])
         widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
         out.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
         out.append("  ".join("-" * w for w in widths))
@@ -188,14 +200,15 @@ def render_markdown(boards: list[Board]) -> str:
             lines.append(f"Headline: {b.headline}")
             lines.append("")
         lines.append("Models ranked by the mean of the headline over signals (signals without a value, e.g. no "
-                     "significant pair, are left out of the mean and shown as —).")
+                     "significant pair, are left out of the mean and shown as —). A value stored with a "
+                     "confidence interval is shown as `value [low, high]`.")
         lines.append("")
         header = ["rank", "model", "weights", "mean", "best signal", *b.signals]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join("---" for _ in header) + "|")
         for rank, e in zip(_rank_labels(b.entries), b.entries):
             cells = [rank, e.model, e.weights, _fmt(e.mean), e.best_signal or "—",
-                     *[_fmt(e.values.get(s)) for s in b.signals]]
+                     *[_fmt_ci(e.values.get(s), e.cis.get(s)) for s in b.signals]]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -283,8 +296,11 @@ def _html_table(b: Board) -> str:
         for s in b.signals:
             v = e.values.get(s)
             ceil = e.ceilings.get(s)
-            tip = f"{s}: {_fmt(v, 4)}" + (f" (ceiling {_fmt(ceil, 4)})" if ceil is not None else "")
-            tds += f'<td class="num" style="background:{_color(v, lo, hi)}" title="{html.escape(tip)}">{_fmt(v)}</td>'
+            ci = e.cis.get(s)
+            tip = (f"{s}: {_fmt(v, 4)}" + (f" (ceiling {_fmt(ceil, 4)})" if ceil is not None else "")
+                   + (f", CI [{_fmt(ci[0], 4)}, {_fmt(ci[1], 4)}]" if ci is not None else ""))
+            text = html.escape(_fmt_ci(v, ci))
+            tds += f'<td class="num" style="background:{_color(v, lo, hi)}" title="{html.escape(tip)}">{text}</td>'
         body.append(f"<tr>{tds}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 

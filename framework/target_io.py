@@ -26,7 +26,9 @@ def save_target(target: Target, path: Path) -> None:
             arrays["repetitions"] = target.repetitions
     elif isinstance(target, BrainRDMs):
         meta = {"kind": "rdms", "stimulus_ids": list(target.stimulus_ids), "areas": list(target.rdms),
-                "area_order": list(target.area_order), "distance": target.distance, "info": target.info}
+                "area_order": list(target.area_order), "distance": target.distance, "info": target.info,
+                "headline_areas": None if target.headline_areas is None else list(target.headline_areas),
+                "area_species": target.area_species, "area_kinds": target.area_kinds}
         for i, area in enumerate(target.rdms):
             arrays[f"rdm_{i}"] = target.rdms[area]
     else:  # pragma: no cover - programming error
@@ -45,7 +47,10 @@ def load_target(path: Path) -> Target:
             return Responses(npz["data"], SiteTable.from_dict(meta["sites"]), tuple(meta["stimulus_ids"]), reps,
                              tuple(meta["area_order"]), meta["info"])
         rdms = {area: npz[f"rdm_{i}"] for i, area in enumerate(meta["areas"])}
-        return BrainRDMs(rdms, tuple(meta["stimulus_ids"]), tuple(meta["area_order"]), meta["distance"], meta["info"])
+        headline = meta.get("headline_areas")
+        return BrainRDMs(rdms, tuple(meta["stimulus_ids"]), tuple(meta["area_order"]), meta["distance"], meta["info"],
+                         headline_areas=None if headline is None else tuple(headline),
+                         area_species=meta.get("area_species", {}), area_kinds=meta.get("area_kinds", {}))
 
 
 def json_default(obj):

@@ -235,7 +235,18 @@ class BrainRDMs:
     area_order : tuple of str
         Order of the areas along the processing hierarchy.
     distance : str
-        How the RDMs were made (e.g. ``"correlation"`` for 1 − Pearson).
+        How the RDMs were made (e.g. ``"correlation"`` for 1 − Pearson). Metrics make
+        model RDMs with the same distance unless told otherwise.
+    info : dict
+        Provenance and bookkeeping (JSON-serialisable).
+    headline_areas : tuple of str, optional
+        Areas whose scores form a metric's headline (e.g. ``("IT",)``). None: every area,
+        allowed only when all areas are of one species and kind (:meth:`area_groups`).
+    area_species : dict of str to str
+        Species of each area (``"human"``, ``"monkey"``); areas not listed are unspecified.
+    area_kinds : dict of str to str
+        Kind of recording of each area (``"fMRI"``, ``"electrophysiology"``); areas not
+        listed are unspecified.
     """
 
     rdms: dict[str, np.ndarray]
@@ -243,6 +254,9 @@ class BrainRDMs:
     area_order: tuple[str, ...]
     distance: str = "correlation"
     info: dict[str, Any] = field(default_factory=dict)
+    headline_areas: tuple[str, ...] | None = None
+    area_species: dict[str, str] = field(default_factory=dict)
+    area_kinds: dict[str, str] = field(default_factory=dict)
 
     kind: DataKind = field(default="rdms", init=False)
 
@@ -251,6 +265,32 @@ class BrainRDMs:
         for area, r in self.rdms.items():
             if r.ndim != 3 or r.shape[1:] != (n, n):
                 raise ValueError(f"RDMs of area '{area}' must be (n_subjects, {n}, {n}), got {r.shape}.")
+        if self.headline_areas is not None:
+            if not self.headline_areas:
+                raise ValueError("BrainRDMs.headline_areas is empty; give at least one area or None.")
+            unknown = [a for a in self.headline_areas if a not in self.rdms]
+            if unknown:
+                raise ValueError(f"BrainRDMs.headline_areas names {unknown}, which have no RDMs "
+                                 f"(areas: {list(self.rdms)}).")
+        for name, mapping in (("area_species", self.area_species), ("area_kinds", self.area_kinds)):
+            unknown = [a for a in mapping if a not in self.rdms]
+            if unknown:
+                raise ValueError(f"BrainRDMs.{name} names {unknown}, which have no RDMs (areas: {list(self.rdms)}).")
+
+    def area_group(self, area: str) -> str:
+        """``"<species> <kind>"`` of ``area``, with ``"unspecified"`` for what is not declared."""
+        return f"{self.area_species.get(area, 'unspecified')} {self.area_kinds.get(area, 'unspecified')}"
+
+    def area_groups(self) -> dict[str, list[str]]:
+        """Areas grouped by species and kind, ``{"human fMRI": ["EVC", "IT"], ...}``, in ``rdms`` order.
+
+        More than one group means the areas must not be averaged into one number
+        unless ``headline_areas`` says which areas form the headline.
+        """
+        groups: dict[str, list[str]] = {}
+        for area in self.rdms:
+            groups.setdefault(self.area_group(area), []).append(area)
+        return groups
 
 
 #: What a signal produces and a metric consumes.

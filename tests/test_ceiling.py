@@ -1,13 +1,26 @@
-"""Split-half noise ceilings with Spearman-Brown, against direct formulas."""
+"""Noise ceilings against direct formulas: split-half reliability with Spearman-Brown, and RDM
+lower/upper ceilings (Nili et al. 2014; Algonauts 2019), including the published Algonauts 2019
+ceilings of the 92- and 78-image fMRI sets."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
+from scipy.spatial.distance import pdist
 
 from framework.errors import ConfigError, DataError
 from framework.numerics import ceiling
-from framework.numerics.ceiling import masked_pearson, spearman_brown, split_half_reliability
+from framework.numerics.ceiling import (
+    masked_pearson,
+    noise_ceilings,
+    rdm_noise_ceiling,
+    spearman_brown,
+    split_half_reliability,
+)
+
+ALGONAUTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "algonauts2019"
 
 
 def _reps(n_reps=4, n_stim=30, n_sites=5, noise=1.0, seed=0):
@@ -110,3 +123,89 @@ def test_bad_inputs():
         split_half_reliability(np.zeros((2, 4, 2)), n_splits=0)
     with pytest.raises(DataError, match="keys"):
         split_half_reliability(np.zeros((2, 4, 2)), keys=np.zeros((1, 3, 4)))
+
+
+# -- RDM noise ceilings --------------------------------------------------------------------------
+def _subject_rdms(n_subjects=6, n_stim=12, seed=0):
+    rng = np.random.default_rng(seed)
+    shared = rng.standard_normal((n_stim, 5))
+    return np.stack([pdist(shared + rng.standard_normal((n_stim, 5)), "correlation") for _ in range(n_subjects)])
+
+
+def _compare(x, y, comparison):
+    if comparison == "spearman":
+        return stats.spearmanr(x, y).statistic
+    if comparison == "pearson":
+        return stats.pearsonr(x, y).statistic
+    # Kendall tau-a by brute force over all pairs of entries (the pooled RDM has ties, so not SciPy's tau-b)
+    sx = np.sign(x[:, None] - x[None, :])
+    sy = np.sign(y[:, None] - y[None, :])
+    n = x.size
+    return np.triu(sx * sy, 1).sum() / (n * (n - 1) / 2)
+
+
+def _pool_nili(v, comparison):
+    """rsatoolbox's pool_rdm: mean of ranks (spearman, kendall tau-a), of z-scores (pearson)."""
+    if comparison == "pearson":
+        return np.mean([(x - x.mean()) / x.std() for x in v], axis=0)
+    return np.mean([stats.rankdata(x) for x in v], axis=0)
+
+
+@pytest.mark.parametrize("comparison", ["spearman", "pearson", "kendall-tau-a"])
+def test_nili_ceilings_match_brute_force(comparison):
+    v = _subject_rdms()
+    before = v.copy()
+    c = rdm_noise_ceiling(v, comparison, "nili")
+    n = v.shape[0]
+    up = [_compare(v[s], _pool_nili(v, comparison), comparison) for s in range(n)]
+    lo = [_compare(v[s], _pool_nili(np.delete(v, s, axis=0), comparison), comparison) for s in range(n)]
+    np.testing.assert_allclose(c.upper_per_subject, up, atol=1e-12)
+    np.testing.assert_allclose(c.lower_per_subject, lo, atol=1e-12)
+    assert c.upper == pytest.approx(np.mean(up), abs=1e-12) and c.lower == pytest.approx(np.mean(lo), abs=1e-12)
+    assert c.lower < c.upper and c.note == "" and c.convention == "nili"
+    assert noise_ceilings(v, comparison) == (c.lower, c.upper)
+    np.testing.assert_array_equal(v, before)
+
+
+def test_algonauts2019_ceilings_match_brute_force():
+    v = _subject_rdms(seed=1)
+    c = rdm_noise_ceiling(v, "spearman", "algonauts2019")
+    n = v.shape[0]
+    r_up = [stats.spearmanr(v[s], v.mean(axis=0)).statistic for s in range(n)]
+    r_lo = [stats.spearmanr(v[s], np.delete(v, s, axis=0).mean(axis=0)).statistic for s in range(n)]
+    np.testing.assert_allclose(c.r_upper, r_up, atol=1e-12)
+    np.testing.assert_allclose(c.upper_per_subject, np.square(r_up), atol=1e-12)
+    assert c.upper == pytest.approx(np.mean(np.square(r_up)), abs=1e-12)
+    assert c.lower == pytest.approx(np.mean(np.square(r_lo)), abs=1e-12)
+    with pytest.raises(ConfigError, match="squares Spearman"):
+        rdm_noise_ceiling(v, "pearson", "algonauts2019")
+    with pytest.raises(ConfigError, match="ceiling convention"):
+        rdm_noise_ceiling(v, "spearman", "nilli")
+
+
+@pytest.mark.parametrize("convention", ["nili", "algonauts2019"])
+def test_one_subject_has_no_ceiling(convention):
+    c = rdm_noise_ceiling(_subject_rdms(n_subjects=1), "spearman", convention)
+    assert np.isnan(c.upper) and np.isnan(c.lower) and np.isnan(c.upper_per_subject).all()
+    assert "at least two subjects" in c.note and c.n_subjects == 1
+    lower, upper = noise_ceilings(_subject_rdms(n_subjects=1))
+    assert np.isnan(lower) and np.isnan(upper)          # not 1.0: a subject compared with itself
+
+
+#: Published noise ceilings (squared Spearman) of the Algonauts 2019 fMRI sets: ``nc92_EVC_R2`` ...
+#: in ``testSub_fmri.py`` of the challenge's evaluation scripts (copied e.g. in
+#: github.com/dnn-hvs/Algonauts-Challange, Evaluation_Scripts/testSub_fmri.py).
+OFFICIAL = {("92images", "Net_RDM", "EVC"): 0.1589, ("92images", "Net_RDM", "IT"): 0.3075,
+            ("78images", "arr_0", "EVC"): 0.0640, ("78images", "arr_0", "IT"): 0.0647}
+
+
+@pytest.mark.parametrize(("folder", "key", "area"), list(OFFICIAL))
+def test_official_algonauts2019_ceilings_are_reproduced(folder, key, area):
+    path = ALGONAUTS / folder / f"fmri_{area}_RDMs.npz"
+    if not path.is_file():
+        pytest.skip(f"Algonauts 2019 RDMs not found at {path}")
+    rdms = np.load(path)[key].astype(np.float64)
+    iu, ju = np.triu_indices(rdms.shape[1], 1)
+    c = rdm_noise_ceiling(rdms[:, iu, ju], "spearman", "algonauts2019")
+    assert c.n_subjects == 15
+    assert round(c.upper, 4) == OFFICIAL[(folder, key, area)]

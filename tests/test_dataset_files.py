@@ -438,6 +438,46 @@ def test_rdm_config_errors(tmp_path: Path) -> None:
         _load(tmp_path)
 
 
+def test_rdm_headline_areas_and_species(tmp_path: Path) -> None:
+    _write_images(tmp_path / "stimuli", STIM)
+    np.savez(tmp_path / "r.npz", rdm=_rdm_stack(2, 6, 0))
+    entries = ('hIT = { file = "r.npz", species = "human", kind = "fMRI" }\n'
+               'mIT = { file = "r.npz", index = 0, species = "monkey", kind = "electrophysiology" }')
+    _rdm_toml(tmp_path, 'headline_areas = ["hIT"]\n' + entries)
+    b = _load(tmp_path).rdms
+    assert b.headline_areas == ("hIT",)
+    assert b.area_species == {"hIT": "human", "mIT": "monkey"}
+    assert b.area_kinds == {"hIT": "fMRI", "mIT": "electrophysiology"}
+    assert b.area_groups() == {"human fMRI": ["hIT"], "monkey electrophysiology": ["mIT"]}
+    # the new fields survive the response cache
+    from framework.target_io import load_target, save_target
+
+    save_target(b, tmp_path / "t.npz")
+    back = load_target(tmp_path / "t.npz")
+    assert (back.headline_areas, back.area_species, back.area_kinds) == (b.headline_areas, b.area_species,
+                                                                         b.area_kinds)
+    # mixed species without headline_areas: refused, never averaged silently
+    _rdm_toml(tmp_path, entries)
+    with pytest.raises(ConfigError, match=r"different species or kinds \(human fMRI: hIT; monkey electrophysiology: "
+                                          r"mIT\).*headline_areas = \[\"hIT\"\]"):
+        _load(tmp_path)
+    # one species and kind, or none declared: no headline_areas needed
+    _rdm_toml(tmp_path, 'IT = { file = "r.npz", species = "human" }\nEVC = { file = "r.npz", species = "human" }')
+    assert _load(tmp_path).rdms.headline_areas is None
+    for bad, match in (('headline_areas = ["it"]', r"headline_areas names 'it', which is not an \[rdms\] area "
+                                                   r"\(areas: IT\)\. Did you mean 'IT'"),
+                       ("headline_areas = []", r"headline_areas must be a non-empty list"),
+                       ('headline_areas = ["IT", "IT"]', r"lists an area twice"),
+                       ('headline_area = ["IT"]', r"\[rdms\] headline_area must be a table.*Did you mean "
+                                                  r"'headline_areas'")):
+        _rdm_toml(tmp_path, f'{bad}\nIT = {{ file = "r.npz" }}')
+        with pytest.raises(ConfigError, match=match):
+            _load(tmp_path)
+    _rdm_toml(tmp_path, 'IT = { file = "r.npz", species = 3 }')
+    with pytest.raises(ConfigError, match=r"\[rdms.IT\] species must be a string"):
+        _load(tmp_path)
+
+
 def test_mat_struct_errors(tmp_path: Path) -> None:
     _write_images(tmp_path / "stimuli", STIM)
     structs = np.empty((1, 2), dtype=[("RDM", object)])
@@ -471,10 +511,24 @@ def test_algonauts2019_92() -> None:
     ds = FileDataset(path=REPO / "datasets" / "algonauts2019-92.toml").load()
     assert ds.kind == "rdms" and ds.name == "algonauts2019-92"
     assert ds.stimuli.ids == tuple(f"image_{i:02d}" for i in range(1, 93))
-    assert ds.rdms.area_order == ("EVC", "IT")
+    assert ds.rdms.area_order == ("EVC", "IT") and ds.rdms.headline_areas == ("EVC", "IT")
+    assert ds.rdms.distance == "correlation" and ds.rdms.area_groups() == {"human fMRI": ["EVC", "IT"]}
     for area in ("EVC", "IT"):
         stored = np.load(DATA / "algonauts2019" / "92images" / f"fmri_{area}_RDMs.npz")["Net_RDM"]
         assert ds.rdms.rdms[area].shape == (15, 92, 92)
+        np.testing.assert_allclose(ds.rdms.rdms[area], stored, rtol=0, atol=1e-15)
+
+
+@needs_data
+def test_algonauts2019_78() -> None:
+    ds = FileDataset(path=REPO / "datasets" / "algonauts2019-78.toml").load()
+    assert ds.kind == "rdms" and ds.name == "algonauts2019-78"
+    assert ds.stimuli.ids == tuple(f"image_{i:02d}" for i in range(1, 79))
+    assert ds.rdms.area_order == ("EVC", "IT") and ds.rdms.headline_areas == ("EVC", "IT")
+    assert ds.rdms.distance == "correlation" and ds.rdms.area_groups() == {"human fMRI": ["EVC", "IT"]}
+    for area in ("EVC", "IT"):
+        stored = np.load(DATA / "algonauts2019" / "78images" / f"fmri_{area}_RDMs.npz")["arr_0"]
+        assert ds.rdms.rdms[area].shape == (15, 78, 78)
         np.testing.assert_allclose(ds.rdms.rdms[area], stored, rtol=0, atol=1e-15)
 
 
@@ -493,6 +547,9 @@ def test_kriegeskorte2008_92() -> None:
                             squeeze_me=True, struct_as_record=False)["RDMs_mIT_hIT_fig1"]
     np.testing.assert_allclose(squareform(hit.mean(axis=0), checks=False), fig1[1].RDM, atol=1e-6)
     np.testing.assert_allclose(ds.rdms.rdms["mIT"][0], squareform(fig1[0].RDM), rtol=0, atol=0)
+    # human fMRI and monkey electrophysiology: the headline is human IT only
+    assert ds.rdms.headline_areas == ("hIT",)
+    assert ds.rdms.area_groups() == {"human fMRI": ["hIT"], "monkey electrophysiology": ["mIT"]}
 
 
 # -- stimuli options -------------------------------------------------------------------------------

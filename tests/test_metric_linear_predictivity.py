@@ -323,6 +323,38 @@ def test_no_peeking_with_pure_noise_targets():
     assert peeking > score.value + 0.08  # what choosing on held-out data would have reported
 
 
+def test_pixels_is_a_baseline_unless_included():
+    """A pixels layer that predicts area 17 best does not win the layer choice by default; its held-out score is
+    reported as the baseline (per area: its layer_area curve value; headline: mean over the hierarchy's areas)."""
+    rng = np.random.default_rng(13)
+    n = 90
+    layers = {"pixels": rng.standard_normal((n, 10)), "conv": rng.standard_normal((n, 10)),
+              "fc": rng.standard_normal((n, 10))}
+    y = np.concatenate([layers["pixels"][:, :4] @ rng.standard_normal((4, 4)),
+                        layers["fc"][:, :4] @ rng.standard_normal((4, 4))], axis=1)
+    y += 0.5 * rng.standard_normal(y.shape)
+    acts = Activations({k: v.astype(np.float32) for k, v in layers.items()}, _ids(n))
+    resp = Responses(y.astype(np.float32), _sites(["17"] * 4 + ["20"] * 4), _ids(n), area_order=("17", "20"))
+    metric = LinearPredictivityMetric(n_splits=5)
+    score = metric.score(acts, resp, seed=0)
+    assert metric.parameters()["include_pixels"] is False
+    assert score.summary["candidate_layers"] == ["conv", "fc"] and score.summary["include_pixels"] is False
+    assert "pixels" not in score.details["fold_area"]["layer"]
+    assert score.summary["best_layer"]["17"] in ("conv", "fc") and score.summary["best_layer"]["20"] == "fc"
+    curve = {(lay, a): r for lay, a, r in zip(*(score.details["layer_area"][k] for k in ("layer", "area", "r")))}
+    baseline = score.summary["baseline"]["pixels"]
+    assert baseline["per_area"] == {"17": curve["pixels", "17"], "20": curve["pixels", "20"]}
+    assert baseline["value"] == pytest.approx((curve["pixels", "17"] + curve["pixels", "20"]) / 2, rel=1e-12)
+    assert score.details["area"]["pixels_r"] == [curve["pixels", "17"], curve["pixels", "20"]]
+    r17 = score.details["area"]["r"][0]
+    assert curve["pixels", "17"] > 0.7 and r17 < 0.3  # the network is not credited with its input
+    included = LinearPredictivityMetric(n_splits=5, include_pixels=True).score(acts, resp, seed=0)
+    assert included.summary["best_layer"]["17"] == "pixels"
+    assert included.details["area"]["r"][0] == pytest.approx(curve["pixels", "17"], rel=1e-12)
+    assert included.summary["baseline"] == score.summary["baseline"]  # reported either way
+    assert included.value > score.value + 0.2
+
+
 # -- contract ----------------------------------------------------------------------------------
 def test_deterministic_inputs_untouched_and_aligned():
     acts, resp, _ = _random_case(n=60, seed=3, with_reps=True)
@@ -353,6 +385,7 @@ def test_deterministic_inputs_untouched_and_aligned():
     ({"alphas": [1.0, -2.0]}, "alphas"),
     ({"pls_components": 0}, "pls_components"),
     ({"standardize": "yes"}, "standardize"),
+    ({"include_pixels": 1}, "include_pixels"),
 ])
 def test_bad_parameters(kwargs, match):
     with pytest.raises(ConfigError, match=match):

@@ -315,7 +315,7 @@ def test_bad_weights_files_raise_data_error(saved_weights, tmp_path):
 # ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,stages", [
     ("timm:resnet18", ["act1", "layer1", "layer2", "layer3", "layer4"]),
-    ("timm:mobilenetv2_100", ["blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6"]),
+    ("timm:mobilenetv2_100", [f"blocks.{i}" for i in range(7)]),  # every block, not only feature_info's
     ("timm:vit_tiny_patch16_224", [f"blocks.{i}" for i in range(12)]),
 ])
 def test_timm_contract(name, stages, stimuli):
@@ -336,6 +336,28 @@ def test_timm_contract(name, stages, stimuli):
         assert arr.dtype == np.float32 and arr.shape == (3, int(np.prod(model.layer_shapes()[layer])))
     pp = model.preprocessing()
     assert pp["input_size"] == [3, 224, 224] and len(pp["mean"]) == 3 and len(pp["std"]) == 3
+
+
+def test_timm_default_layers_are_every_block(capsys):
+    """feature_info names EfficientNet's blocks 0, 1, 2, 4, 6; the defaults score every block (3 and 5 too),
+    in forward order, between pixels and the head; plain modules (VGG's features.3) are not widened."""
+    import timm
+
+    from framework.cli import main
+    from plugins.models.timm_models import block_layers
+
+    model = TimmModel(name="timm:tf_efficientnet_lite0", weights="random")
+    assert [f["module"] for f in model._architecture().feature_info] == [f"blocks.{i}" for i in (0, 1, 2, 4, 6)]
+    defaults = model.default_layers()
+    assert defaults == ["pixels"] + [f"blocks.{i}" for i in range(7)] + ["pre_logits", "logits"]
+    layers = model.layers()
+    assert [layers.index(x) for x in defaults] == sorted(layers.index(x) for x in defaults)  # forward order
+    with torch.device("meta"):
+        vgg = timm.create_model("vgg11")
+    assert block_layers(vgg) == [f["module"] for f in vgg.feature_info]
+    assert main(["layers", "timm:tf_efficientnet_lite0", "--weights", "random"]) == 0
+    marked = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("* ")]
+    assert marked == defaults
 
 
 def test_timm_determinism_and_overrides(stimuli):

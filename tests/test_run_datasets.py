@@ -120,3 +120,13 @@ def test_algonauts_rdms_run_end_to_end(tmp_path):
     assert prov["model"]["weights_digest"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     areas = json.loads(details)["area"]
     assert set(areas["area"]) == {"EVC", "IT"}
+    with sqlite3.connect(store / "results.sqlite") as conn:
+        summary = json.loads(conn.execute("select summary from scores").fetchone()[0])
+    # model RDMs use the dataset's distance; the headline layer is committed on held-out subjects;
+    # pixels is a baseline beside the model; both ceiling conventions are reported
+    assert summary["distance"] == "correlation" and summary["brain_distance"] == "correlation"
+    assert summary["selection"] == "heldout" and summary["ceiling_convention"] == "nili"
+    assert "pixels" not in summary["candidate_layers"] and set(summary["pixels_baseline"]) == {"EVC", "IT"}
+    assert value == pytest.approx(summary["headline_heldout"]) and summary["headline_optimistic"] >= value
+    assert set(summary["noise_ceilings"]) == {"nili", "algonauts2019"}
+    assert prov["metric"]["params"]["distance"] == "auto"

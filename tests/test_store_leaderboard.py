@@ -20,9 +20,9 @@ LAYER_AREA = {"layer_area": {"layer": ["conv1", "conv1", "fc6", "fc6"], "layer_i
                               "area": ["17", "20", "17", "20"], "r": [0.4, 0.1, 0.05, 0.3]}}
 
 
-def _record(store, model, signal, value, *, metric="m", source="pretrained", higher=True, key=None):
+def _record(store, model, signal, value, *, metric="m", source="pretrained", higher=True, key=None, ci=None):
     cell = Cell(key or f"{model}-{signal}-{metric}-{source}", "ds", model, signal, metric)
-    store.record_score(cell, Score(value, ceiling=0.8, higher_is_better=higher, summary={"best_layer": "fc6"},
+    store.record_score(cell, Score(value, ceiling=0.8, ci=ci, higher_is_better=higher, summary={"best_layer": "fc6"},
                                    details=LAYER_AREA),
                        run_id="r1", weights_source=source, weights_label="random init (seed 0)" if source == "random"
                        else "ImageNet", provenance={"model": {"weights_digest": "abc"}}, started_at=0.0,
@@ -106,3 +106,22 @@ def test_leaderboard_files(tmp_path):
         assert path.stat().st_mode & 0o044 == 0o044 & ~_umask()
     # the database itself stays readable by plain sqlite3
     assert sqlite3.connect(tmp_path / "results.sqlite").execute("select count(*) from scores").fetchone()[0] == 2
+
+
+def test_leaderboard_shows_the_stored_ci(tmp_path):
+    with ResultsStore(tmp_path) as store:
+        _record(store, "a", "lowgamma@150-350", 0.424, ci=(-0.2280, 0.7612))
+        _record(store, "a", "theta@150-350", math.nan)                     # undefined: no value, no CI
+        _record(store, "b", "lowgamma@150-350", 0.2)                       # no CI stored
+        boards, _ = write_leaderboard(store)
+    (board,) = boards
+    a = next(e for e in board.entries if e.model == "a")
+    assert a.cis == {"lowgamma@150-350": (-0.228, 0.7612)}
+    text = render_terminal(boards)
+    assert re.search(r"^1\s+a\s+ImageNet\s+0\.424\s+lowgamma@150-350\s+0\.424 \[-0\.23, 0\.76\]", text, re.M)
+    assert re.search(r"^2\s+b\s+ImageNet\s+0\.200\s+lowgamma@150-350\s+0\.200\s*$", text, re.M)
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "| 1 | a | ImageNet | 0.424 | lowgamma@150-350 | — | 0.424 [-0.23, 0.76] |" in md
+    assert "| 2 | b | ImageNet | 0.200 | lowgamma@150-350 | — | 0.200 |" in md
+    page = (tmp_path / "leaderboard.html").read_text()
+    assert ">0.424 [-0.23, 0.76]</td>" in page and "CI [-0.2280, 0.7612]" in page

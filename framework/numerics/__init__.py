@@ -30,7 +30,9 @@ Modules
     (``permutation_test``, ``draw_permutations``).
 :mod:`~framework.numerics.rsa`
     ``site_rsa``/``SiteRSA``: every site's and area's RDM against every layer's,
-    with the shared permutation test (used by the rsa and alignment metrics).
+    with the shared permutation test (used by the rsa and alignment metrics);
+    ``site_layer_correlations`` and ``subset_pairs``: the same over a subset of
+    the stimuli (held-out layer selection).
 :mod:`~framework.numerics.splits`
     ``kfold_splits``: seeded, optionally stratified K folds of stimuli.
 :mod:`~framework.numerics.ridge`
@@ -38,14 +40,17 @@ Modules
     leave-one-out), ``inner_cv``, ``fit_predict``.
 :mod:`~framework.numerics.ceiling`
     Split-half reliability with Spearman-Brown (``split_half_reliability``) and
-    the Nili et al. lower/upper RDM noise ceilings (``noise_ceilings``).
+    lower/upper RDM noise ceilings with every subject's value (``rdm_noise_ceiling``,
+    ``noise_ceilings``) in the Nili et al. 2014 or the Algonauts 2019 convention.
 :mod:`~framework.numerics.layers`
     ``BASELINE_LAYERS`` (``pixels``: a baseline, not a layer choice),
     ``candidate_layers`` and ``heldout_choice`` (commit a layer on one part of the
     data, score it on the other).
 :mod:`~framework.numerics.stats`
     ``fdr_bh`` (Benjamini-Hochberg, NaN-aware), ``pearson_columns``,
-    ``table_spearman``, ``bootstrap_weights``, ``sem``.
+    ``table_spearman``, ``bootstrap_weights``, ``sem``, the site-level permutation test
+    of a Spearman correlation over grouped points (``draw_site_permutations``,
+    ``site_permutation_spearman``) and ``percentile_ci`` (counts undefined resamples).
 """
 from __future__ import annotations
 

@@ -15,10 +15,33 @@ Split-half reliability (responses with repetitions)
     with fewer than two repetitions at a site is left out of that site's
     correlation.
 
-RDM noise ceilings (per-subject RDMs, Nili et al. 2014)
-    :func:`noise_ceilings`: upper bound, each subject's RDM compared with the
-    mean RDM of all subjects; lower bound, with the mean RDM of the others; both
-    averaged over subjects, with the comparison used for the model.
+RDM noise ceilings (per-subject RDMs)
+    :func:`rdm_noise_ceiling` keeps every subject's value and averages them in one
+    of two conventions (:data:`CEILING_CONVENTIONS`):
+
+    ``"nili"`` (Nili et al. 2014, PLoS Comput Biol 10:e1003553; as rsatoolbox's
+    ``inference.noise_ceiling`` with ``rdm.combine.pool_rdm``)
+        Upper bound: each subject's RDM compared with the pooled RDM of *all*
+        subjects; lower bound: with the pooled RDM of the *other* subjects; each
+        the mean over subjects of the comparison itself (e.g. Spearman r). The
+        pooled RDM is the one that fits best under the comparison: the mean of the
+        rank-transformed RDMs for ``spearman``, ``rho-a`` and ``kendall-tau-a``
+        (for tau-a an approximation, as in the toolbox), the mean of the z-scored
+        RDMs for ``pearson``.
+    ``"algonauts2019"`` (Algonauts Project 2019 evaluation, ``testSub_fmri.py``
+    of the challenge devkit; Cichy et al. 2019, arXiv:1905.05675)
+        The pooled RDM is the plain mean of the subjects' RDMs; every subject's
+        Spearman correlation with it is squared and the squares are averaged over
+        subjects (upper bound; the lower bound squares the leave-one-subject-out
+        correlations the same way). A model's score in this convention is the mean
+        over subjects of its squared Spearman correlation, reported as a
+        percentage of the upper bound. This reproduces the published ceilings of
+        the 92- and 78-image fMRI sets (EVC 0.1589 / IT 0.3075; EVC 0.0640 /
+        IT 0.0647) to 4 decimals.
+
+    Fewer than two subjects give no ceiling (NaN, with the reason in
+    :attr:`RDMCeiling.note`): a subject compared with itself is 1 whatever the
+    noise, which says nothing about the noise.
 """
 from __future__ import annotations
 
@@ -26,11 +49,17 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.stats
 
 from framework.errors import ConfigError, DataError
-from framework.numerics.rdm import paired_compare
+from framework.numerics.rdm import COMPARISONS, paired_compare
+from framework.validation import check_option
 
-__all__ = ["Ceiling", "masked_pearson", "noise_ceilings", "spearman_brown", "split_half_reliability"]
+__all__ = ["CEILING_CONVENTIONS", "Ceiling", "RDMCeiling", "convention_scores", "masked_pearson", "noise_ceilings",
+           "pooled_rdm", "rdm_noise_ceiling", "spearman_brown", "split_half_reliability"]
+
+#: Conventions of RDM noise ceilings and of the scores they bound (see the module docstring).
+CEILING_CONVENTIONS: tuple[str, ...] = ("nili", "algonauts2019")
 
 log = logging.getLogger("framework.numerics.ceiling")
 
@@ -177,29 +206,145 @@ def split_half_reliability(repetitions: np.ndarray, *, n_splits: int = 10, seed:
     return Ceiling(r_half=r_half, ceiling=ceiling, n_splits=int(n_splits))
 
 
-def noise_ceilings(subjects: np.ndarray, comparison: str = "spearman") -> tuple[float, float]:
-    """Lower and upper noise ceiling of a stack of subject RDMs.
+def pooled_rdm(subjects: np.ndarray, comparison: str = "spearman", convention: str = "nili") -> np.ndarray:
+    """The reference RDM a subject is compared with for a noise ceiling.
+
+    Parameters
+    ----------
+    subjects : ndarray, (n_subjects, n_pairs)
+        Condensed RDMs of the subjects to pool (at least one).
+    comparison : {"spearman", "pearson", "kendall-tau-a", "rho-a"}
+        How RDMs are compared; with ``convention="nili"`` it decides the transform.
+    convention : {"nili", "algonauts2019"}
+        ``"nili"``: mean of the rank-transformed RDMs (spearman, rho-a, kendall-tau-a)
+        or of the z-scored RDMs (pearson), as rsatoolbox's ``pool_rdm``;
+        ``"algonauts2019"``: the plain mean.
+
+    Returns
+    -------
+    ndarray, (n_pairs,) float64
+    """
+    return _pooling_transform(np.asarray(subjects, dtype=np.float64), comparison, convention).mean(axis=0)
+
+
+def _pooling_transform(s: np.ndarray, comparison: str, convention: str) -> np.ndarray:
+    """Each row of ``s`` (n_subjects, n_pairs) as it enters the pooled mean (:func:`pooled_rdm`)."""
+    if convention == "algonauts2019":
+        return s
+    if comparison == "pearson":
+        centred = s - s.mean(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return centred / centred.std(axis=1, keepdims=True)
+    return scipy.stats.rankdata(s, axis=1, method="average")
+
+
+def convention_scores(r: np.ndarray, convention: str) -> np.ndarray:
+    """Per-subject comparison values in a convention's units.
+
+    Parameters
+    ----------
+    r : ndarray, any shape, float64
+        Comparison values (e.g. Spearman r of a model or of the pooled RDM with each subject).
+    convention : {"nili", "algonauts2019"}
+
+    Returns
+    -------
+    ndarray, same shape, float64
+        ``r`` itself (``"nili"``) or ``r ** 2`` (``"algonauts2019"``: squared Spearman).
+    """
+    r = np.asarray(r, dtype=np.float64)
+    return r * r if convention == "algonauts2019" else r.copy()
+
+
+@dataclass
+class RDMCeiling:
+    """Lower and upper noise ceiling of a stack of subject RDMs, with every subject's value.
+
+    Attributes
+    ----------
+    convention : str
+        ``"nili"`` (values are the comparison itself, e.g. r) or ``"algonauts2019"`` (squared Spearman).
+    comparison : str
+    n_subjects : int
+    r_upper : ndarray, (n_subjects,) float64
+        Comparison of each subject's RDM with the pooled RDM of all subjects; NaN with one subject.
+    r_lower : ndarray, (n_subjects,) float64
+        Comparison of each subject's RDM with the pooled RDM of the others; NaN with one subject.
+    upper_per_subject, lower_per_subject : ndarray, (n_subjects,) float64
+        ``r_upper`` and ``r_lower`` in the convention's units (:func:`convention_scores`).
+    upper, lower : float
+        Means over subjects of ``upper_per_subject`` / ``lower_per_subject``; NaN with
+        fewer than two subjects.
+    note : str
+        Why the ceiling is undefined (empty when it is defined).
+    """
+
+    convention: str
+    comparison: str
+    n_subjects: int
+    r_upper: np.ndarray
+    r_lower: np.ndarray
+    upper_per_subject: np.ndarray
+    lower_per_subject: np.ndarray
+    upper: float
+    lower: float
+    note: str = ""
+
+
+def rdm_noise_ceiling(subjects: np.ndarray, comparison: str = "spearman", convention: str = "nili") -> RDMCeiling:
+    """Lower and upper noise ceiling of subject RDMs (Nili et al. 2014 or Algonauts 2019).
+
+    Parameters
+    ----------
+    subjects : ndarray, (n_subjects, n_pairs)
+        Condensed RDMs, one row per subject. Not modified.
+    comparison : {"spearman", "pearson", "kendall-tau-a", "rho-a"}
+        As :func:`framework.numerics.rdm.paired_compare`, the comparison used for the model.
+    convention : {"nili", "algonauts2019"}
+        See the module docstring; ``"algonauts2019"`` needs ``comparison="spearman"``.
+
+    Returns
+    -------
+    RDMCeiling
+        NaN bounds (and a ``note``) for fewer than two subjects.
+    """
+    check_option("ceiling convention", convention, CEILING_CONVENTIONS)
+    check_option("comparison", comparison, COMPARISONS)
+    if convention == "algonauts2019" and comparison != "spearman":
+        raise ConfigError(f"The algonauts2019 ceiling convention squares Spearman correlations; got "
+                          f"comparison={comparison!r}. Use comparison='spearman' or the 'nili' convention.")
+    s = np.asarray(subjects, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] < 1:
+        raise DataError(f"Subject RDMs must be (n_subjects >= 1, n_pairs), got shape {s.shape}.")
+    n = s.shape[0]
+    if n < 2:
+        nan = np.full(n, np.nan)
+        return RDMCeiling(convention, comparison, n, nan, nan.copy(), nan.copy(), nan.copy(), float("nan"),
+                          float("nan"), note=f"{n} subject: a noise ceiling needs at least two subjects (a subject "
+                                             "compared with itself is 1 whatever the noise)")
+    t = _pooling_transform(s, comparison, convention)
+    total = t.sum(axis=0)
+    r_upper = paired_compare(s.T, np.repeat((total / n)[:, None], n, axis=1), comparison)
+    r_lower = paired_compare(s.T, ((total[None, :] - t) / (n - 1)).T, comparison)   # pooled over the others
+    up = convention_scores(r_upper, convention)
+    lo = convention_scores(r_lower, convention)
+    return RDMCeiling(convention, comparison, n, r_upper, r_lower, up, lo, float(np.mean(up)), float(np.mean(lo)))
+
+
+def noise_ceilings(subjects: np.ndarray, comparison: str = "spearman", convention: str = "nili") -> tuple[float, float]:
+    """Lower and upper noise ceiling of a stack of subject RDMs (:func:`rdm_noise_ceiling`).
 
     Parameters
     ----------
     subjects : ndarray, (n_subjects, n_pairs)
         Condensed RDMs.
     comparison : {"spearman", "pearson", "kendall-tau-a", "rho-a"}
-        As :func:`framework.numerics.rdm.paired_compare`.
+    convention : {"nili", "algonauts2019"}
 
     Returns
     -------
-    lower : float
-        Mean over subjects of compare(subject, mean of the other subjects); NaN for one subject.
-    upper : float
-        Mean over subjects of compare(subject, mean of all subjects).
+    lower, upper : float
+        NaN for fewer than two subjects.
     """
-    s = np.asarray(subjects, dtype=np.float64)
-    n = s.shape[0]
-    total = s.sum(axis=0)
-    upper = float(np.mean(paired_compare(s.T, np.repeat((total / n)[:, None], n, axis=1), comparison)))
-    if n < 2:
-        return float("nan"), upper
-    others = (total[None, :] - s) / (n - 1)
-    lower = float(np.mean(paired_compare(s.T, others.T, comparison)))
-    return lower, upper
+    c = rdm_noise_ceiling(subjects, comparison, convention)
+    return c.lower, c.upper

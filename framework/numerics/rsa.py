@@ -7,6 +7,11 @@ its sites together are compared with every layer's RDM
 (:func:`framework.numerics.rdm.layer_rdms`), with an optional permutation test
 of every (site, layer) and (area, layer) cell that shares its permutations
 between sites and areas (:func:`framework.numerics.permutation.permutation_test`).
+
+:func:`site_layer_correlations` is the same site-by-layer comparison restricted
+to a subset of the stimuli (both RDMs over the pairs of that subset), the
+building block of held-out layer selection over stimuli; :func:`subset_pairs`
+gives the condensed positions of those pairs.
 """
 from __future__ import annotations
 
@@ -21,7 +26,8 @@ from framework.numerics.areas import ordered_areas
 from framework.numerics.permutation import permutation_test
 from framework.types import Activations, Responses
 
-__all__ = ["PERMUTATION_BLOCK_BYTES", "SiteRSA", "check_responses", "site_rsa"]
+__all__ = ["PERMUTATION_BLOCK_BYTES", "SiteRSA", "check_responses", "site_layer_correlations", "site_rsa",
+           "subset_pairs"]
 
 #: Bytes of one block of prepared float64 site RDMs fed to the permutation test.
 PERMUTATION_BLOCK_BYTES = 32 * 2**20
@@ -149,3 +155,71 @@ def site_rsa(activations: Activations, responses: Responses, *, distance: str = 
         return SiteRSA(r, res.p, res.n_used, areas, None, None, None)
     return SiteRSA(r[:n_sites], res.p[:n_sites], res.n_used[:n_sites], areas, r[n_sites:], res.p[n_sites:],
                    res.n_used[n_sites:])
+
+
+def subset_pairs(n_stimuli: int, stimuli: np.ndarray) -> np.ndarray:
+    """Positions in a condensed RDM over ``n_stimuli`` of the pairs within ``stimuli``.
+
+    Parameters
+    ----------
+    n_stimuli : int
+        Stimuli of the full RDM.
+    stimuli : ndarray of int, (n_subset,)
+        Distinct stimulus indices in ``[0, n_stimuli)``, ascending.
+
+    Returns
+    -------
+    ndarray of int64, (n_subset (n_subset - 1) / 2,)
+        ``full[positions]`` is the condensed RDM of the subset in pdist order, the same
+        as the RDM computed from the subset's rows alone (distances between two
+        stimuli do not depend on the others).
+    """
+    idx = np.asarray(stimuli, dtype=np.int64)
+    if idx.ndim != 1 or (idx.size > 1 and (np.diff(idx) <= 0).any()) or (idx.size and (
+            idx[0] < 0 or idx[-1] >= n_stimuli)):
+        raise DataError(f"Stimulus subset must be distinct ascending indices in [0, {n_stimuli}), got {idx[:5]}...")
+    p, q = rdm.triu_indices(idx.size)
+    return rdm.condensed_position(idx[p], idx[q], n_stimuli)
+
+
+def site_layer_correlations(data: np.ndarray, layer_vectors: np.ndarray, comparison: str = "spearman", *,
+                            stimuli: np.ndarray | None = None,
+                            block_bytes: int = rdm.SITE_BLOCK_BYTES) -> np.ndarray:
+    """Every site's RDM ``|r_i - r_j|`` against every layer's RDM, over a subset of the stimuli.
+
+    Parameters
+    ----------
+    data : ndarray, (n_stimuli, n_sites) float64
+        Responses, finite (:func:`check_responses`).
+    layer_vectors : ndarray, (n_pairs, n_layers) float64
+        Condensed layer RDMs over all ``n_stimuli`` (:func:`framework.numerics.rdm.layer_rdms`).
+    comparison : {"spearman", "pearson", "kendall-tau-a", "rho-a"}
+        As :func:`framework.numerics.rdm.compare`.
+    stimuli : ndarray of int, (n_subset,), optional
+        Ascending stimulus indices; both RDMs are restricted to their pairs. All stimuli by default.
+    block_bytes : int
+        Bytes of one block of prepared float64 site RDMs.
+
+    Returns
+    -------
+    ndarray, (n_sites, n_layers) float64
+        NaN where a site is constant over the subset (or a layer RDM is constant).
+    """
+    x = np.asarray(data, dtype=np.float64)
+    layers = np.asarray(layer_vectors, dtype=np.float64)
+    if stimuli is not None:
+        keep = np.asarray(stimuli, dtype=np.int64)
+        layers = layers[subset_pairs(x.shape[0], keep)]
+        x = x[keep]
+    if x.shape[0] < 3:
+        raise DataError(f"An RDM comparison needs at least 3 stimuli, got {x.shape[0]} in the subset; "
+                        "use fewer folds (more stimuli per fold).")
+    if layers.shape[0] != rdm.n_pairs_of(x.shape[0]):
+        raise DataError(f"Layer RDMs have {layers.shape[0]} condensed entries, expected {rdm.n_pairs_of(x.shape[0])} "
+                        f"for {x.shape[0]} stimuli.")
+    if comparison not in rdm.LINEAR_COMPARISONS:
+        return np.concatenate([rdm.compare(rdm.site_rdms(x[:, s:s + 256]), layers, comparison)
+                               for s in range(0, x.shape[1], 256)], axis=0)
+    z_layers = rdm.prepare(layers, comparison)
+    r = np.concatenate([blk.T @ z_layers for blk in rdm.site_rdm_blocks(x, comparison, block_bytes)], axis=0)
+    return rdm.clip_comparison(r, comparison)

@@ -30,8 +30,8 @@ _SECTIONS = {"dataset": ("name", "description", "kind", "area_order"),
              "stimuli": ("folder", "ids", "labels"),
              "recordings": ("files", "sites"),
              "responses": ("file",),
-             "rdms": ("distance",)}
-_RDM_ENTRY_KEYS = ("file", "key", "field", "index", "mean_over")
+             "rdms": ("distance", "headline_areas")}
+_RDM_ENTRY_KEYS = ("file", "key", "field", "index", "mean_over", "species", "kind")
 _LABEL_KEYS = ("file", "id_column", "label_column")
 _few = rd._few
 
@@ -352,21 +352,32 @@ class FileDataset(DatasetPlugin):
     # -- rdms -----------------------------------------------------------------------------------
     def _rdms(self, table: dict[str, Any], stimuli: StimulusSet, area_order: tuple[str, ...] | None) -> BrainRDMs:
         distance = self._get(table, "rdms", "distance", str, default="correlation")
-        entries = {k: v for k, v in table.items() if k != "distance"}
+        settings = _SECTIONS["rdms"]
+        entries = {k: v for k, v in table.items() if k not in settings}
         if not entries:
             raise ConfigError(f"'{self.path}': [rdms] names no area; add e.g. "
                               'IT = {file = "it.npz", key = "rdms"}.')
         n = len(stimuli)
         rdms: dict[str, np.ndarray] = {}
+        species: dict[str, str] = {}
+        kinds: dict[str, str] = {}
         for area, entry in entries.items():
             sec = f"rdms.{area}"
             if not isinstance(entry, dict):
                 raise ConfigError(f"'{self.path}': [rdms] {area} must be a table like {{file = \"x.npz\", key = "
-                                  f"\"rdms\"}}, got {entry!r}.{did_you_mean(area, ('distance',))}")
+                                  f"\"rdms\"}}, got {entry!r}.{did_you_mean(area, settings)}")
             self._check_keys(entry, _RDM_ENTRY_KEYS, f"[rdms] {area}")
             path = self._resolve(self._get(entry, sec, "file", str, required=True))
             key = self._get(entry, sec, "key", str)
             field = self._get(entry, sec, "field", str)
+            for attr, store in (("species", species), ("kind", kinds)):
+                value = self._get(entry, sec, attr, str)
+                if value is not None:
+                    if not value.strip():
+                        example = '"human"' if attr == "species" else '"fMRI"'
+                        raise ConfigError(f"'{self.path}': [{sec}] {attr} is empty; name it (e.g. {example}) "
+                                          "or remove it.")
+                    store[area] = value.strip()
             index = entry.get("index")
             if index is not None and not (isinstance(index, int) and not isinstance(index, bool) or (
                     isinstance(index, list) and index and all(isinstance(i, int) for i in index))):
@@ -391,9 +402,36 @@ class FileDataset(DatasetPlugin):
                                   f"{', '.join(missing)} of [rdms].{did_you_mean(missing[0], area_order)} "
                                   "List every [rdms] area in area_order (or drop area_order to use the [rdms] order).")
             order = tuple(a for a in area_order if a in rdms)
-        return BrainRDMs(rdms={a: rdms[a] for a in order}, stimulus_ids=stimuli.ids, area_order=order,
-                         distance=distance, info={"source": str(self.path),
-                                                  "n_subjects": {a: int(rdms[a].shape[0]) for a in order}})
+        headline = self._headline_areas(table, order)
+        out = BrainRDMs(rdms={a: rdms[a] for a in order}, stimulus_ids=stimuli.ids, area_order=order,
+                        distance=distance, info={"source": str(self.path),
+                                                 "n_subjects": {a: int(rdms[a].shape[0]) for a in order}},
+                        headline_areas=headline, area_species={a: species[a] for a in order if a in species},
+                        area_kinds={a: kinds[a] for a in order if a in kinds})
+        groups = out.area_groups()
+        if headline is None and len(groups) > 1:
+            listing = "; ".join(f"{g}: {', '.join(areas)}" for g, areas in groups.items())
+            raise ConfigError(f"'{self.path}': the [rdms] areas are of different species or kinds ({listing}), so "
+                              "they are never averaged into one headline silently; declare which areas form the "
+                              f"headline, e.g. headline_areas = [\"{order[0]}\"] in [rdms] (the other areas are "
+                              "still scored and reported), or declare the same species and kind for every area.")
+        return out
+
+    def _headline_areas(self, table: dict[str, Any], order: tuple[str, ...]) -> tuple[str, ...] | None:
+        if "headline_areas" not in table:
+            return None
+        value = table["headline_areas"]
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"'{self.path}': [rdms] headline_areas must be a non-empty list of area names, got "
+                              f"{value!r}; e.g. headline_areas = [\"{order[0]}\"].")
+        unknown = [a for a in value if a not in order]
+        if unknown:
+            raise ConfigError(f"'{self.path}': [rdms] headline_areas names {', '.join(repr(a) for a in unknown)}, "
+                              f"which is not an [rdms] area (areas: {', '.join(order)})."
+                              f"{did_you_mean(unknown[0], order)} Fix headline_areas.")
+        if len(set(value)) != len(value):
+            raise ConfigError(f"'{self.path}': [rdms] headline_areas lists an area twice ({value}); list each once.")
+        return tuple(a for a in order if a in value)
 
     # -- digest ---------------------------------------------------------------------------------
     def _digest(self, raw: bytes) -> str:

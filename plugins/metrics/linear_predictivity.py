@@ -25,13 +25,19 @@ Procedure (one score per model and signal)
 3. Pearson r per site between the held-out predictions and responses of each
    fold; a site's r is the mean over folds (as Brain-Score: per-split r, then
    mean). A layer's curve value in an area is the median over the area's sites.
-4. Best layer, chosen without peeking: in every outer fold the layer of each
-   area is the one whose *training-fold* out-of-sample predictions (LOO or
-   inner-CV predictions at the chosen penalties; inner CV for PLS) have the
-   highest median r over the area's sites. The area's score is the median over
-   its sites of the mean over folds of the held-out r of the layer chosen in
-   each fold. With pure-noise targets it is therefore ~0, not the maximum of
-   noisy curve values.
+4. Best layer, chosen without peeking (``DESIGN.md``, "Conventions the defaults
+   follow": a layer is committed on data separate from the data it is scored on,
+   as Brain-Score does; :func:`framework.numerics.layers.heldout_choice`): in every
+   outer fold the layer of each area is the one whose *training-fold*
+   out-of-sample predictions (LOO or inner-CV predictions at the chosen
+   penalties; inner CV for PLS) have the highest median r over the area's sites.
+   The area's score is the median over its sites of the mean over folds of the
+   held-out r of the layer chosen in each fold. With pure-noise targets it is
+   therefore ~0, not the maximum of noisy curve values. ``pixels`` is a baseline,
+   not a layer choice (:data:`framework.numerics.layers.BASELINE_LAYERS`): it does
+   not compete unless ``include_pixels=True``, and its held-out score (the
+   ``layer_area`` curve value: median over sites of the mean over folds of r) is
+   reported per area (``pixels_r``) and as a headline (``summary["baseline"]``).
 5. Noise ceiling, when ``target.repetitions`` exists: split-half reliability
    per site, ``ceiling_splits`` seeded random splits, Spearman-Brown corrected
    (see :mod:`framework.numerics.ceiling`); an area's ceiling is the median over
@@ -54,7 +60,8 @@ site, area, r, alpha, ceiling``; ``alpha`` is the geometric mean over folds),
 ``area`` (``area, n_sites, best_layer, best_layer_index, best_layer_agreement,
 r, ceiling, r_ceiled, in_headline``; ``best_layer`` is the most frequent
 per-fold choice and ``agreement`` its fraction of folds) and ``fold_area``
-(``fold, area, layer, layer_index, train_r, test_r``). Missing values are None.
+(``fold, area, layer, layer_index, train_r, test_r``). ``area`` also has one column per
+baseline layer (``pixels_r``). Missing values are None.
 """
 from __future__ import annotations
 
@@ -70,6 +77,7 @@ from framework.errors import DataError
 from framework.numerics.areas import area_groups
 from framework.numerics.ceiling import split_half_reliability
 from framework.numerics.gram import fold_grams, standardized
+from framework.numerics.layers import BASELINE_LAYERS, candidate_layers, heldout_choice
 from framework.numerics.ridge import DEFAULT_ALPHAS, fit_predict
 from framework.numerics.splits import kfold_splits
 from framework.numerics.stats import pearson_columns
@@ -89,6 +97,11 @@ def _nan_stat(fn, x: np.ndarray, axis: int) -> np.ndarray:
 
 def _none(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
+
+
+def _mean_finite(values: list[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def _check_finite(x: np.ndarray, layer: str) -> None:
@@ -112,6 +125,8 @@ class LinearPredictivityParams(PluginParams):
     standardize: bool = param(True, "z-score features with the training fold's mean and SD")
     stratify: bool = param(True, "stratify folds by stimulus category when labels are known")
     ceiling_splits: int = param(10, "random split-halves averaged for the noise ceiling", ge=1)
+    include_pixels: bool = param(False, "let the pixels baseline compete for the best layer (default: pixels is "
+                                 "a baseline, reported beside the headline)")
 
     @field_validator("alphas")
     @classmethod
@@ -147,6 +162,9 @@ class LinearPredictivityMetric(MetricPlugin):
         Stratify folds by stimulus category when labels are known.
     ceiling_splits : int, default 10
         Random split-halves averaged for the noise ceiling.
+    include_pixels : bool, default False
+        Let ``pixels`` compete for the best layer; by default it is a baseline whose
+        held-out score is reported in ``summary["baseline"]`` (``DESIGN.md``).
 
     See the module docstring for the exact procedure and the headline.
     """
@@ -154,11 +172,11 @@ class LinearPredictivityMetric(MetricPlugin):
     accepts: ClassVar[frozenset[str]] = frozenset({"responses"})
     higher_is_better: ClassVar[bool] = True
     headline: ClassVar[str] = ("Mean over visual areas of the median held-out Pearson r over sites of the best layer "
-                               "(chosen on training folds); raw r, ceiling reported alongside")
+                               "(chosen on training folds; pixels is a baseline); raw r, ceiling reported alongside")
     layer_area_maps: ClassVar[tuple[LayerAreaMap, ...]] = (
         LayerAreaMap("layer_area", "r", "median over the area's sites of the held-out Pearson r"),
     )
-    plugin_version = "1"
+    plugin_version = "2"
 
     Params = LinearPredictivityParams
     name = "linear-predictivity"
@@ -170,6 +188,7 @@ class LinearPredictivityMetric(MetricPlugin):
         self.alpha_selection, self.inner_splits, self.pls_components = (p.alpha_selection, p.inner_splits,
                                                                         p.pls_components)
         self.standardize, self.stratify, self.ceiling_splits = p.standardize, p.stratify, p.ceiling_splits
+        self.include_pixels = p.include_pixels
 
     # -- one layer ---------------------------------------------------------------------------
     def _layer(self, x: np.ndarray, y: np.ndarray, splits: list, labels: np.ndarray | None,
@@ -332,34 +351,46 @@ class LinearPredictivityMetric(MetricPlugin):
         area_table: dict[str, list] = {k: [] for k in ("area", "n_sites", "best_layer", "best_layer_index",
                                                        "best_layer_agreement", "r", "ceiling", "r_ceiled",
                                                        "in_headline")}
+        candidates = candidate_layers(layers, include_baselines=self.include_pixels)
+        baselines = [li for li, name in enumerate(layers) if name in BASELINE_LAYERS]
+        for b in baselines:  # one column per baseline layer, e.g. pixels_r
+            area_table[f"{layers[b]}_r"] = []
         fold_table: dict[str, list] = {k: [] for k in ("fold", "area", "layer", "layer_index", "train_r",
                                                        "test_r")}
         folds = np.arange(n_folds)
+        baseline_of: dict[str, dict[str, float]] = {}
         for a, idx in groups.items():
             train_med = _nan_stat(np.nanmedian, r_train[:, :, idx], 2)  # (L, F)
             test_med = _nan_stat(np.nanmedian, r_test[:, :, idx], 2)  # (L, F)
-            filled = np.where(np.isfinite(train_med), train_med, -np.inf)
-            best = np.argmax(filled, axis=0)  # (F,) first layer on ties
-            chosen = r_test[best, folds][:, idx]  # (F, n_sites_in_area)
-            value = float(_nan_stat(np.nanmedian, _nan_stat(np.nanmean, chosen, 0), 0))
-            counts = np.bincount(best, minlength=n_layers)
-            mode = int(np.argmax(counts))
+            # (F,) committed on the training folds among the candidates (first on ties); -1: none finite
+            best, _ = heldout_choice(train_med.T, test_med.T, candidates)
+            if (best >= 0).any():
+                chosen = np.where((best >= 0)[:, None], r_test[np.maximum(best, 0), folds][:, idx], np.nan)
+                value = float(_nan_stat(np.nanmedian, _nan_stat(np.nanmean, chosen, 0), 0))
+            else:
+                value = np.nan
+            counts = np.bincount(best[best >= 0], minlength=n_layers)
+            mode = int(np.argmax(counts)) if counts.sum() else -1
             area_table["area"].append(a)
             area_table["n_sites"].append(int(idx.size))
-            area_table["best_layer"].append(layers[mode])
+            area_table["best_layer"].append(layers[mode] if mode >= 0 else None)
             area_table["best_layer_index"].append(mode)
-            area_table["best_layer_agreement"].append(float(counts[mode] / n_folds))
+            area_table["best_layer_agreement"].append(float(counts[mode] / n_folds) if mode >= 0 else None)
             area_table["r"].append(_none(value))
             area_table["ceiling"].append(_none(area_ceiling[a]))
             area_table["r_ceiled"].append(_none(ceiled(value, a)))
             area_table["in_headline"].append(a in headline_areas)
+            for b in baselines:  # the baseline's held-out score: its curve value
+                baseline_of.setdefault(layers[b], {})[a] = float(_nan_stat(np.nanmedian, site_r[b, idx], 0))
+                area_table[f"{layers[b]}_r"].append(_none(baseline_of[layers[b]][a]))
             for f in folds:
+                c = int(best[f])
                 fold_table["fold"].append(int(f))
                 fold_table["area"].append(a)
-                fold_table["layer"].append(layers[best[f]])
-                fold_table["layer_index"].append(int(best[f]))
-                fold_table["train_r"].append(_none(train_med[best[f], f]))
-                fold_table["test_r"].append(_none(test_med[best[f], f]))
+                fold_table["layer"].append(layers[c] if c >= 0 else None)
+                fold_table["layer_index"].append(c)
+                fold_table["train_r"].append(_none(train_med[c, f]) if c >= 0 else None)
+                fold_table["test_r"].append(_none(test_med[c, f]) if c >= 0 else None)
 
         pos = {a: i for i, a in enumerate(area_table["area"])}
         raw = np.array([np.nan if area_table["r"][pos[a]] is None else area_table["r"][pos[a]]
@@ -369,6 +400,11 @@ class LinearPredictivityMetric(MetricPlugin):
             "regression": self.regression, "n_splits": n_folds, "stratified": stratified,
             "n_stimuli": int(n), "n_sites": int(n_sites), "headline_areas": list(headline_areas),
             "best_layer": {a: area_table["best_layer"][pos[a]] for a in area_names},
+            "selection": "layer committed per area on the training folds, scored on the held-out folds",
+            "candidate_layers": [layers[i] for i in candidates], "include_pixels": self.include_pixels,
+            "baseline": {name: {"value": _none(_mean_finite([per_area[a] for a in headline_areas])),
+                                "per_area": {a: _none(v) for a, v in per_area.items()}}
+                         for name, per_area in baseline_of.items()},
             "ceiling_available": ceiling is not None,
         }
         score_ceiling = None

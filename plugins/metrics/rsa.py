@@ -6,15 +6,47 @@ Two kinds of target:
   site has its own RDM ``|r_i - r_j|`` (the Euclidean distance in one dimension,
   Kuzovkin et al. 2018), and every area an RDM over its sites together (with
   ``distance``). Each is compared with every layer's RDM; optionally each
-  (site, layer) and (area, layer) correlation gets a permutation p-value.
+  (site, layer) and (area, layer) correlation gets a permutation p-value. The
+  headline averages the sites of the dataset's ordered areas (``area_order``,
+  the ventral-stream areas); other sites are reported beside it.
 * :class:`~framework.types.BrainRDMs` (per area, per subject): every subject's
-  RDM is compared with every layer's RDM; mean and SEM over subjects, and noise
-  ceilings (upper: each subject vs the mean RDM of all subjects; lower: each
-  subject vs the mean RDM of the others), with the same comparison method.
+  RDM is compared with every layer's RDM, and each area gets lower and upper
+  noise ceilings (:func:`framework.numerics.ceiling.rdm_noise_ceiling`) with
+  every subject's value kept.
+
+Conventions (``DESIGN.md``, "Conventions the defaults follow"):
+
+* **Distance.** Model RDMs use the distance the brain RDMs were made with
+  (``BrainRDMs.distance``, declared by the dataset; e.g. 1 - Pearson for the
+  Algonauts 2019 and Kriegeskorte et al. 2008 fMRI RDMs) unless ``distance`` is
+  set; on responses the default is Euclidean (Kuzovkin et al. 2018).
+* **Ceilings and units** (``ceiling``): ``"nili"`` reports correlations (r) with
+  the Nili et al. 2014 lower/upper bounds; ``"algonauts2019"`` reports the mean
+  over subjects of the squared Spearman correlation and the score as a
+  percentage of the upper bound, as the Algonauts Project 2019 evaluation
+  (``testSub_fmri.py`` of its devkit). Fewer than two subjects: no ceiling.
+  Layers are chosen on the signed correlation in both conventions (a square
+  would let an anti-correlated layer win); the convention sets the unit of the
+  reported scores and ceilings.
+* **Layer selection** (``selection``): a layer is committed on data separate
+  from the data it is scored on (Brain-Score; Schrimpf et al. 2018). RDMs: leave
+  one subject out, commit on the mean score of the other subjects, score on the
+  held-out subject, average over folds. Responses: K folds of stimuli (seeded,
+  stratified by category when labels are known), commit on the site-RDM
+  correlations over the training stimuli, score over the held-out stimuli,
+  average over folds. The maximum over layers on all data is reported as
+  "optimistic" (it peeks), and is the headline only with
+  ``selection="optimistic"``.
+* **Baseline.** ``pixels`` is a baseline reported beside the model
+  (``pixels_baseline``), not a layer choice (:mod:`framework.numerics.layers`).
+* **Areas.** Areas of different species or kinds of recording are never
+  averaged silently: the headline is over the dataset's ``headline_areas``;
+  without them, every area, which must then all be of one species and kind.
 """
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -23,27 +55,48 @@ from pydantic import model_validator
 from framework.contracts import LayerAreaMap, MetricPlugin
 from framework.errors import DataError
 from framework.numerics import rdm as _rdm
-from framework.numerics.areas import ordered_areas
-from framework.numerics.ceiling import noise_ceilings
+from framework.numerics.areas import area_groups, ordered_areas
+from framework.numerics.ceiling import CEILING_CONVENTIONS, RDMCeiling, convention_scores, rdm_noise_ceiling
+from framework.numerics.layers import BASELINE_LAYERS, candidate_layers, heldout_choice
 from framework.numerics.permutation import ALTERNATIVES, permutation_test
 from framework.numerics.rdm import layer_rdms
-from framework.numerics.rsa import SiteRSA, site_rsa
+from framework.numerics.rsa import SiteRSA, check_responses, site_layer_correlations, site_rsa
+from framework.numerics.splits import kfold_splits
 from framework.numerics.stats import fdr_bh, sem
+from framework.numerics.stimuli import stimulus_order
 from framework.params import PluginParams, param
 from framework.types import Activations, BrainRDMs, Responses, Score, Target
 
 log = logging.getLogger("framework.metrics.rsa")
+
+SELECTIONS: tuple[str, ...] = ("heldout", "optimistic")
+#: What each ceiling convention's scores are, for summaries.
+UNITS: dict[str, str] = {"nili": "r (the comparison itself)",
+                         "algonauts2019": "R^2: mean over subjects of squared Spearman r"}
+_PIXELS = BASELINE_LAYERS[0]
 
 
 # --------------------------------------------------------------------------- the plugin
 class RSAParams(PluginParams):
     """Parameters of the rsa metric."""
 
-    distance: Literal[_rdm.DISTANCES] = param(  # type: ignore[valid-type]
-        "euclidean", "dissimilarity of layer RDMs and of area RDMs built from responses (Kuzovkin et al. 2018: "
-        "euclidean); site RDMs are always |r_i - r_j|")
+    distance: Literal[("auto",) + _rdm.DISTANCES] = param(  # type: ignore[valid-type]
+        "auto", "dissimilarity of layer RDMs (and of area RDMs built from responses): auto = the distance the "
+        "dataset's RDMs were made with (BrainRDMs.distance), euclidean on responses (Kuzovkin et al. 2018); "
+        "site RDMs are always |r_i - r_j|")
     comparison: Literal[_rdm.COMPARISONS] = param(  # type: ignore[valid-type]
         "spearman", "how RDMs are compared")
+    ceiling: Literal[CEILING_CONVENTIONS] = param(  # type: ignore[valid-type]
+        "nili", "RDM noise-ceiling convention and score unit: nili = r with lower/upper bounds (Nili et al. 2014); "
+        "algonauts2019 = mean over subjects of squared Spearman r, score as % of the upper bound (Algonauts 2019)")
+    selection: Literal[SELECTIONS] = param(  # type: ignore[valid-type]
+        "heldout", "headline layer: heldout = committed on other subjects (RDMs, leave-one-subject-out) or other "
+        "stimuli (responses, n_splits folds) and scored on the held-out part; optimistic = max over layers on all "
+        "data (peeks)")
+    include_pixels: bool = param(False, "let the baseline layers (pixels) compete for the best layer; they are "
+                                    "reported as a baseline either way")
+    n_splits: int = param(2, "stimulus folds for held-out layer selection on responses (2 = split halves), "
+                         "stratified by category when labels are known", ge=2)
     n_permutations: int = param(0, "stimulus-label permutations for p-values; 0 skips the test (published: 10000)",
                                 ge=0)
     alpha: float = param(0.001, "significance level for early stopping and n_significant", gt=0, lt=1)
@@ -55,10 +108,13 @@ class RSAParams(PluginParams):
                                  "(never changes a decision at alpha)")
 
     @model_validator(mode="after")
-    def _permutable(self) -> RSAParams:
+    def _consistent(self) -> RSAParams:
         if self.n_permutations > 0 and self.comparison not in _rdm.LINEAR_COMPARISONS:
             raise ValueError(f"comparison={self.comparison!r} has no fast permutation test; use one of "
                              f"{', '.join(repr(c) for c in _rdm.LINEAR_COMPARISONS)} or set n_permutations=0")
+        if self.ceiling == "algonauts2019" and self.comparison != "spearman":
+            raise ValueError(f"ceiling='algonauts2019' squares Spearman correlations; set comparison='spearman' "
+                             f"(got {self.comparison!r}) or use ceiling='nili'")
         return self
 
 
@@ -67,11 +123,27 @@ class RSAMetric(MetricPlugin):
 
     Parameters
     ----------
-    distance : {"euclidean", "sqeuclidean", "correlation", "cosine"}
-        Dissimilarity of layer RDMs and of area RDMs built from responses
-        (default Euclidean, Kuzovkin et al. 2018). Site RDMs are always ``|r_i - r_j|``.
+    distance : {"auto", "euclidean", "sqeuclidean", "correlation", "cosine"}
+        Dissimilarity of layer RDMs and of area RDMs built from responses. ``"auto"``
+        (default): the distance the dataset's RDMs were made with (``BrainRDMs.distance``;
+        an RDM made with another distance, e.g. 1 - Pearson against Euclidean model RDMs,
+        can reverse model rankings), Euclidean on responses (Kuzovkin et al. 2018).
+        Site RDMs are always ``|r_i - r_j|``.
     comparison : {"spearman", "pearson", "kendall-tau-a", "rho-a"}
         How RDMs are compared (default Spearman).
+    ceiling : {"nili", "algonauts2019"}
+        Convention of RDM noise ceilings and of the scores they bound (default ``"nili"``:
+        r, with the lower/upper bounds of Nili et al. 2014; ``"algonauts2019"``: mean over
+        subjects of squared Spearman r, score as % of the upper bound, as the Algonauts
+        Project 2019 evaluation). Both conventions' ceilings are always reported.
+    selection : {"heldout", "optimistic"}
+        Which layer score is the headline (default ``"heldout"``: committed on held-out
+        subjects or stimuli, Brain-Score's practice). The max over layers on all data is
+        always reported as ``optimistic``.
+    include_pixels : bool
+        Let ``pixels`` compete for the best layer (default False: it is a baseline).
+    n_splits : int
+        Folds of stimuli for held-out selection on responses (default 2, split halves).
     n_permutations : int
         Permutations of the stimulus labels for p-values of every (site, layer)
         and (area, layer) correlation; 0 (default) skips the test. Not available
@@ -94,14 +166,15 @@ class RSAMetric(MetricPlugin):
     accepts: ClassVar[frozenset[str]] = frozenset({"responses", "rdms"})
     higher_is_better: ClassVar[bool] = True
     headline: ClassVar[str] = (
-        "Responses: correlation between layer and site RDMs, mean over sites, at the layer where this mean is "
-        "highest; RDMs: per area the highest mean-over-subjects correlation over layers, averaged over areas "
-        "(ceiling: the matching mean upper noise ceiling)")
+        "RDM correlation (Spearman by default) at a layer committed on held-out data (selection=heldout): "
+        "responses, mean over the sites of the ordered areas; RDMs, per headline area the held-out-subject score "
+        "(r, or mean squared Spearman with ceiling=algonauts2019), averaged over headline areas, with the upper "
+        "noise ceiling; pixels is a baseline, not a layer choice")
     layer_area_maps: ClassVar[tuple[LayerAreaMap, ...]] = (
         LayerAreaMap("layer_area", "r", "RDM correlation: the area's RDM (its sites together) vs the layer's RDM"),
         LayerAreaMap("layer_area", "r_mean", "RDM correlation, mean over subjects: area RDM vs layer RDM"),
     )
-    plugin_version = "1"
+    plugin_version = "2"
 
     Params = RSAParams
     name = "rsa"
@@ -112,6 +185,8 @@ class RSAMetric(MetricPlugin):
         self.distance, self.comparison, self.n_permutations = p.distance, p.comparison, p.n_permutations
         self.alpha, self.fdr, self.per_area = p.alpha, p.fdr, p.per_area
         self.alternative, self.early_stopping = p.alternative, p.early_stopping
+        self.ceiling, self.selection = p.ceiling, p.selection
+        self.include_pixels, self.n_splits = p.include_pixels, p.n_splits
 
     def score(self, activations: Activations, target: Target, *, seed: int = 0) -> Score:
         if isinstance(target, Responses):
@@ -121,13 +196,34 @@ class RSAMetric(MetricPlugin):
         raise DataError(f"rsa: cannot score a target of type {type(target).__name__}; expected Responses or "
                         "BrainRDMs.")
 
+    def _distance_for(self, target: Target) -> tuple[str, str]:
+        """The distance of the model RDMs and where it came from."""
+        if self.distance != "auto":
+            return self.distance, "parameter rsa.distance"
+        if isinstance(target, Responses):
+            return "euclidean", "auto: euclidean on responses (Kuzovkin et al. 2018)"
+        if target.distance not in _rdm.DISTANCES:
+            raise DataError(f"rsa: the dataset's RDMs were made with distance {target.distance!r}, which layer RDMs "
+                            f"cannot be made with (one of {', '.join(_rdm.DISTANCES)}); set the closest one with "
+                            "--metric-param rsa.distance='<distance>'.")
+        return target.distance, "auto: the distance the dataset's RDMs were made with"
+
+    def _common_summary(self, layers: list[str], candidates: np.ndarray, distance: str, source: str) -> dict:
+        return {"distance": distance, "distance_source": source, "comparison": self.comparison,
+                "selection": self.selection, "include_pixels": self.include_pixels,
+                "layers_scored": layers, "candidate_layers": [layers[i] for i in candidates],
+                "baseline_layers": [x for x in layers if x in BASELINE_LAYERS], "n_layers": len(layers)}
+
     # -- responses ------------------------------------------------------------------------
     def _score_responses(self, activations: Activations, target: Responses, seed: int) -> Score:
-        res = site_rsa(activations, target, distance=self.distance, comparison=self.comparison,
+        distance, source = self._distance_for(target)
+        res = site_rsa(activations, target, distance=distance, comparison=self.comparison,
                        n_permutations=self.n_permutations, seed=seed, alpha=self.alpha,
                        alternative=self.alternative, early_stopping=self.early_stopping, per_area=self.per_area)
         layers = list(activations.layers)
         n_sites, n_layers = res.r.shape
+        candidates = candidate_layers(layers, include_baselines=self.include_pixels)
+        pix = layers.index(_PIXELS) if _PIXELS in layers else None
         valid = np.isfinite(res.r).all(axis=1)
         if not valid.any():
             raise DataError("rsa: every site has a constant response over stimuli, so no site RDM can be compared; "
@@ -135,20 +231,85 @@ class RSAMetric(MetricPlugin):
         if not valid.all():
             log.warning("rsa: %d of %d sites have constant responses; they are left out of the means.",
                         int((~valid).sum()), n_sites)
-        mean_r = res.r[valid].mean(axis=0)
-        best = int(np.argmax(mean_r))
+        _, headline_areas = area_groups(target)
+        site_areas = np.asarray(target.sites.areas)
+        in_headline = np.isin(site_areas, headline_areas)
+        use, other = valid & in_headline, valid & ~in_headline
+        if not use.any():
+            raise DataError(f"rsa: no site of the headline areas {list(headline_areas)} has a usable RDM (constant "
+                            "responses); check the signal.")
+        mean_r = res.r[use].mean(axis=0)                                   # (n_layers,) all stimuli
+        best = _best(mean_r, candidates)
+        # held-out stimuli: commit on the training folds, score on the held-out fold
+        data = check_responses(target)
+        layer_vecs = layer_rdms(activations, target.stimulus_ids, distance)    # memoised: the RDMs site_rsa used
+        labels = _labels(activations, target)
+        splits, stratified = kfold_splits(target.n_stimuli, n_splits=self.n_splits, seed=seed, labels=labels,
+                                          name="rsa.n_splits")
+        n_folds = len(splits)
+        train = np.empty((n_folds, n_layers))
+        test = np.empty((n_folds, n_layers))
+        test_sites = np.empty((n_folds, n_sites, n_layers))
+        with np.errstate(invalid="ignore"):
+            for k, (tr, te) in enumerate(splits):
+                train[k] = _nanmean(site_layer_correlations(data[:, use], layer_vecs, self.comparison, stimuli=tr))
+                test_sites[k] = site_layer_correlations(data, layer_vecs, self.comparison, stimuli=te)
+                test[k] = _nanmean(test_sites[k][use])
+        chosen, heldout = heldout_choice(train, test, candidates)
+        heldout_value = float(np.nanmean(heldout)) if np.isfinite(heldout).any() else float("nan")
+        fold_layers = [layers[c] if c >= 0 else None for c in chosen]
+        modal = _mode([x for x in fold_layers if x is not None])
+        optimistic = float(mean_r[best]) if best >= 0 else float("nan")
+        value = heldout_value if self.selection == "heldout" else optimistic
+
         li = np.tile(np.arange(n_layers), n_sites)
         si = np.repeat(np.arange(n_sites), n_layers)
         table: dict[str, list] = {
             "layer": [layers[i] for i in li], "layer_index": li.tolist(),
             "site": [target.sites.names[i] for i in si], "subject": [target.sites.subjects[i] for i in si],
-            "area": [target.sites.areas[i] for i in si], "r": _floats(res.r.ravel()),
+            "area": [target.sites.areas[i] for i in si], "headline": in_headline[si].tolist(),
+            "r": _floats(res.r.ravel()),
         }
-        summary: dict[str, Any] = {"best_layer": layers[best], "best_layer_index": best, "n_sites": n_sites,
-                                   "n_sites_used": int(valid.sum()), "n_layers": n_layers,
-                                   "n_stimuli": target.n_stimuli, "distance": self.distance,
-                                   "comparison": self.comparison, "selection": "best layer by mean over sites",
-                                   "mean_r_per_layer": _floats(mean_r)}
+        strat = "stratified by category" if stratified else "unstratified"
+        summary: dict[str, Any] = self._common_summary(layers, candidates, distance, source)
+        summary.update({
+            "best_layer": modal if self.selection == "heldout" else (layers[best] if best >= 0 else None),
+            "n_sites": n_sites, "n_sites_used": int(use.sum()), "n_stimuli": target.n_stimuli,
+            "headline_areas": list(headline_areas),
+            "headline_rule": "sites of the dataset's ordered areas (area_order); other sites reported apart",
+            "selection_rule": (f"layer committed on {n_folds} folds of stimuli ({strat}, seed {seed}): site-RDM "
+                               "correlations over the training stimuli choose, the held-out stimuli score; mean "
+                               "over folds") if self.selection == "heldout" else
+                              "optimistic: the max over candidate layers of the mean over sites on all stimuli",
+            "heldout": _float(heldout_value), "heldout_layers": fold_layers, "n_folds": n_folds,
+            "stratified": stratified,
+            "optimistic": _float(optimistic), "optimistic_layer": layers[best] if best >= 0 else None,
+            "optimistic_note": "max over layers on all stimuli: the layer is chosen and scored on the same data",
+            "ceiling_convention": None,
+            "ceiling_note": "responses have no subject RDMs; the ceiling parameter applies to RDM datasets",
+            "mean_r_per_layer": _floats(mean_r),
+        })
+        if pix is not None:
+            summary["pixels_baseline"] = _float(float(np.nanmean(test[:, pix])) if self.selection == "heldout"
+                                                else float(mean_r[pix]))
+            summary["pixels_baseline_note"] = ("pixels layer, scored like the headline (" + (
+                "mean over the held-out folds" if self.selection == "heldout" else "all stimuli") + ")")
+        else:
+            summary["pixels_baseline"] = None
+            summary["pixels_baseline_note"] = "the model has no 'pixels' layer among the scored layers"
+        if other.any():
+            other_mean = res.r[other].mean(axis=0)
+            other_best = _best(other_mean, candidates)
+            if self.selection == "heldout":
+                at_layer = [_nanmean(test_sites[k][other][:, [c]])[0] for k, c in enumerate(chosen) if c >= 0]
+                at_value = float(np.nanmean(at_layer)) if np.isfinite(at_layer).any() else float("nan")
+            else:
+                at_value = float(other_mean[best]) if best >= 0 else float("nan")
+            summary["other_sites"] = {
+                "areas": sorted(set(site_areas[other].tolist())), "n_sites": int(other.sum()),
+                "at_headline_layer": _float(at_value),
+                "optimistic": _float(float(other_mean[other_best])) if other_best >= 0 else None,
+                "optimistic_layer": layers[other_best] if other_best >= 0 else None}
         if res.p is not None:
             sig_p = fdr_bh(res.p) if self.fdr else res.p
             sig = (sig_p <= self.alpha) & np.isfinite(sig_p)
@@ -159,13 +320,20 @@ class RSAMetric(MetricPlugin):
             table["significant"] = sig.ravel().tolist()
             summary.update(n_significant=int(sig.sum()), n_significant_sites=int(sig.any(axis=1).sum()),
                            alpha=self.alpha, fdr=self.fdr, n_permutations=self.n_permutations)
-        details = {"layer_site": table}
-        curve = {"layer": layers, "layer_index": list(range(n_layers)), "mean_r": _floats(mean_r),
-                 "sem_r": _floats(sem(res.r[valid], axis=0))}
-        details["layer"] = curve
+        is_candidate = np.isin(np.arange(n_layers), candidates)
+        details = {"layer_site": table,
+                   "layer": {"layer": layers, "layer_index": list(range(n_layers)), "candidate": is_candidate.tolist(),
+                             "mean_r": _floats(mean_r), "sem_r": _floats(sem(res.r[use], axis=0)),
+                             "heldout_train_mean": _floats(train.mean(axis=0)),
+                             "heldout_test_mean": _floats(test.mean(axis=0))},
+                   "heldout_folds": {"fold": list(range(n_folds)), "n_train": [int(tr.size) for tr, _ in splits],
+                                     "n_test": [int(te.size) for _, te in splits], "chosen_layer": fold_layers,
+                                     "chosen_layer_index": chosen.tolist(),
+                                     "train_score": _floats(train[np.arange(n_folds), np.maximum(chosen, 0)]),
+                                     "test_score": _floats(heldout)}}
         if res.area_r is not None and res.areas:
             details["layer_area"] = self._area_table(res, target, layers)
-        return Score(value=float(mean_r[best]), details=details, summary=summary, higher_is_better=True)
+        return Score(value=value, details=details, summary=summary, higher_is_better=True)
 
     def _area_table(self, res: SiteRSA, target: Responses, layers: list[str]) -> dict[str, list]:
         areas = np.asarray(target.sites.areas)
@@ -185,30 +353,89 @@ class RSAMetric(MetricPlugin):
         return table
 
     # -- RDMs ------------------------------------------------------------------------------
+    def _headline_rdm_areas(self, target: BrainRDMs, areas: list[str]) -> tuple[list[str], str]:
+        groups = target.area_groups()
+        if target.headline_areas is not None:
+            headline = [a for a in areas if a in target.headline_areas]
+            mixed = {target.area_group(a) for a in headline}
+            if len(mixed) > 1:
+                log.warning("rsa: the declared headline areas %s mix species/kinds (%s).", headline, sorted(mixed))
+            return headline, "declared by the dataset (headline_areas)"
+        if len(groups) > 1:
+            listing = "; ".join(f"{g}: {', '.join(a)}" for g, a in groups.items())
+            raise DataError(f"rsa: the RDM areas are of different species or kinds ({listing}) and the dataset "
+                            "declares no headline_areas; they are never averaged into one headline silently. "
+                            "Declare headline_areas = [...] in the [rdms] table of the dataset TOML "
+                            "(BrainRDMs.headline_areas).")
+        return areas, "every area (all of one species and kind)"
+
     def _score_rdms(self, activations: Activations, target: BrainRDMs, seed: int) -> Score:
         if not target.rdms:
             raise DataError("rsa: the BrainRDMs target has no areas.")
-        layer_vecs = layer_rdms(activations, target.stimulus_ids, self.distance)
+        distance, source = self._distance_for(target)
+        layer_vecs = layer_rdms(activations, target.stimulus_ids, distance)
         layers = list(activations.layers)
         n_layers = len(layers)
         n_stim = len(target.stimulus_ids)
+        candidates = candidate_layers(layers, include_baselines=self.include_pixels)
+        pix = layers.index(_PIXELS) if _PIXELS in layers else None
         areas = ordered_areas(list(target.rdms), target.area_order)
-        la: dict[str, list] = {k: [] for k in ("layer", "layer_index", "area", "n_subjects", "r_mean", "r_sem")}
-        las: dict[str, list] = {k: [] for k in ("layer", "layer_index", "area", "subject", "r")}
-        at: dict[str, list] = {k: [] for k in ("area", "n_subjects", "best_layer", "best_layer_index", "r",
-                                               "r_sem", "noise_ceiling_lower", "noise_ceiling_upper")}
+        headline, headline_rule = self._headline_rdm_areas(target, areas)
+        conv = self.ceiling
+        la: dict[str, list] = {k: [] for k in ("layer", "layer_index", "area", "candidate", "n_subjects", "r_mean",
+                                               "r_sem", "score_mean", "score_sem")}
+        las: dict[str, list] = {k: [] for k in ("layer", "layer_index", "area", "subject", "r", "score")}
+        cs: dict[str, list] = {k: [] for k in ("area", "subject", "nili_upper", "nili_lower", "algonauts2019_r_upper",
+                                               "algonauts2019_r_lower", "algonauts2019_upper", "algonauts2019_lower")}
+        folds: dict[str, list] = {k: [] for k in ("area", "fold", "heldout_subject", "chosen_layer",
+                                                  "chosen_layer_index", "train_score", "test_score")}
+        at: dict[str, list] = {k: [] for k in (
+            "area", "species", "kind", "group", "headline", "n_subjects", "best_layer", "best_layer_index", "score",
+            "heldout", "heldout_sem", "heldout_layer", "heldout_layer_agreement", "heldout_note", "optimistic",
+            "optimistic_sem", "optimistic_layer", "optimistic_layer_index", "pixels_baseline",
+            "noise_ceiling_lower", "noise_ceiling_upper", "percent_of_ceiling", "ceiling_note", "nili_lower",
+            "nili_upper", "algonauts2019_lower", "algonauts2019_upper")}
         if self.n_permutations:
             la["p"], la["n_permutations"] = [], []
             at["p"] = []
-        best_values, uppers = [], []
+        per_area: dict[str, dict[str, Any]] = {}
         for area in areas:
             subj = _rdm.upper(_check_rdm_stack(target.rdms[area], area, n_stim))     # (n_subjects, n_pairs)
             n_subj = subj.shape[0]
             r = _rdm.compare(subj.T, layer_vecs, self.comparison)                   # (n_subjects, n_layers)
-            mean_r = r.mean(axis=0)
-            sem_r = sem(r, axis=0)
-            lower, upper = noise_ceilings(subj, self.comparison)
-            best = int(np.nanargmax(mean_r)) if np.isfinite(mean_r).any() else 0
+            s = convention_scores(r, conv)                                          # r or r^2 per subject
+            mean_s, sem_s = s.mean(axis=0), sem(s, axis=0)
+            # layers are chosen on the signed comparison in both conventions: squaring (algonauts2019) would
+            # let an anti-correlated layer win; the convention sets the unit of the reported score only
+            best = _best(r.mean(axis=0), candidates)
+            optimistic = float(mean_s[best]) if best >= 0 else float("nan")
+            # leave one subject out: commit on the mean score of the others, score on the held-out subject
+            heldout, heldout_sem, heldout_layer, agreement, note = float("nan"), float("nan"), None, None, ""
+            if n_subj >= 2:
+                train = (r.sum(axis=0)[None, :] - r) / (n_subj - 1)
+                chosen, held = heldout_choice(train, s, candidates)
+                heldout = float(np.nanmean(held)) if np.isfinite(held).any() else float("nan")
+                heldout_sem = float(sem(held[:, None], axis=0)[0])
+                names = [layers[c] if c >= 0 else None for c in chosen]
+                heldout_layer = _mode([x for x in names if x is not None])
+                agreement = float(np.mean([x == heldout_layer for x in names])) if heldout_layer else None
+                folds["area"] += [area] * n_subj
+                folds["fold"] += list(range(n_subj))
+                folds["heldout_subject"] += list(range(n_subj))
+                folds["chosen_layer"] += names
+                folds["chosen_layer_index"] += chosen.tolist()
+                folds["train_score"] += _floats(train[np.arange(n_subj), np.maximum(chosen, 0)])
+                folds["test_score"] += _floats(held)
+            else:
+                note = (f"{n_subj} subject: no held-out subject to score a committed layer on; only the optimistic "
+                        "score exists")
+            ceilings = {"nili": rdm_noise_ceiling(subj, self.comparison, "nili")}
+            if self.comparison == "spearman":
+                ceilings["algonauts2019"] = rdm_noise_ceiling(subj, "spearman", "algonauts2019")
+            sel = ceilings[conv]
+            score = heldout if self.selection == "heldout" else optimistic
+            percent = 100.0 * score / sel.upper if np.isfinite(sel.upper) and sel.upper != 0 else float("nan")
+            pixels = float(mean_s[pix]) if pix is not None else float("nan")
             p = None
             if self.n_permutations:
                 group = np.mean(_rdm.prepare(subj.T, self.comparison), axis=1, keepdims=True)   # mean over subjects
@@ -218,34 +445,163 @@ class RSAMetric(MetricPlugin):
                 p = pr.p[0]
                 la["p"] += _floats(p)
                 la["n_permutations"] += pr.n_used[0].tolist()
-                at["p"].append(float(p[best]))
+                at["p"].append(float(p[best]) if best >= 0 else float("nan"))
             la["layer"] += layers
             la["layer_index"] += list(range(n_layers))
             la["area"] += [area] * n_layers
+            la["candidate"] += np.isin(np.arange(n_layers), candidates).tolist()
             la["n_subjects"] += [n_subj] * n_layers
-            la["r_mean"] += _floats(mean_r)
-            la["r_sem"] += _floats(sem_r)
+            la["r_mean"] += _floats(r.mean(axis=0))
+            la["r_sem"] += _floats(sem(r, axis=0))
+            la["score_mean"] += _floats(mean_s)
+            la["score_sem"] += _floats(sem_s)
             li = np.tile(np.arange(n_layers), n_subj)
             las["layer"] += [layers[i] for i in li]
             las["layer_index"] += li.tolist()
             las["area"] += [area] * li.size
             las["subject"] += np.repeat(np.arange(n_subj), n_layers).tolist()
             las["r"] += _floats(r.ravel())
-            for k, v in (("area", area), ("n_subjects", n_subj), ("best_layer", layers[best]),
-                         ("best_layer_index", best), ("r", float(mean_r[best])), ("r_sem", float(sem_r[best])),
-                         ("noise_ceiling_lower", lower), ("noise_ceiling_upper", upper)):
+            las["score"] += _floats(s.ravel())
+            _ceiling_rows(cs, area, ceilings)
+            reported = heldout_layer if self.selection == "heldout" else (layers[best] if best >= 0 else None)
+            row = {"area": area, "species": target.area_species.get(area), "kind": target.area_kinds.get(area),
+                   "group": target.area_group(area), "headline": area in headline, "n_subjects": n_subj,
+                   "best_layer": reported, "best_layer_index": layers.index(reported) if reported else -1,
+                   "score": score, "heldout": heldout, "heldout_sem": heldout_sem, "heldout_layer": heldout_layer,
+                   "heldout_layer_agreement": agreement, "heldout_note": note, "optimistic": optimistic,
+                   "optimistic_sem": float(sem_s[best]) if best >= 0 else float("nan"),
+                   "optimistic_layer": layers[best] if best >= 0 else None, "optimistic_layer_index": int(best),
+                   "pixels_baseline": pixels, "noise_ceiling_lower": sel.lower, "noise_ceiling_upper": sel.upper,
+                   "percent_of_ceiling": percent, "ceiling_note": sel.note,
+                   "nili_lower": ceilings["nili"].lower, "nili_upper": ceilings["nili"].upper,
+                   "algonauts2019_lower": ceilings["algonauts2019"].lower if "algonauts2019" in ceilings else None,
+                   "algonauts2019_upper": ceilings["algonauts2019"].upper if "algonauts2019" in ceilings else None}
+            for k, v in row.items():
                 at[k].append(_float(v) if isinstance(v, float) else v)
-            best_values.append(float(mean_r[best]))
-            uppers.append(upper)
-        summary = {"areas": areas, "n_layers": n_layers, "n_stimuli": n_stim, "distance": self.distance,
-                   "comparison": self.comparison, "brain_distance": target.distance,
-                   "selection": "per area, best layer by mean over subjects; headline = mean over areas",
-                   "best_layer": dict(zip(areas, at["best_layer"])),
-                   "noise_ceiling_lower": dict(zip(areas, at["noise_ceiling_lower"])),
-                   "noise_ceiling_upper": dict(zip(areas, at["noise_ceiling_upper"]))}
-        return Score(value=float(np.mean(best_values)), ceiling=_float(float(np.mean(uppers))),
-                     details={"layer_area": la, "layer_area_subject": las, "area": at},
+            per_area[area] = row
+
+        missing = [a for a in headline if not np.isfinite(per_area[a]["score"])]
+        if missing and self.selection == "heldout":
+            notes = "; ".join(f"{a}: {per_area[a]['heldout_note'] or 'no finite held-out score'}" for a in missing)
+            raise DataError(f"rsa: no held-out score for headline area(s) {', '.join(missing)} ({notes}). Use "
+                            "--metric-param rsa.selection='optimistic' (labelled optimistic), or declare "
+                            "headline_areas without them in the dataset's [rdms] table.")
+        value = float(np.mean([per_area[a]["score"] for a in headline]))
+        uppers = [per_area[a]["noise_ceiling_upper"] for a in headline]
+        ceiling = float(np.mean(uppers)) if all(np.isfinite(u) for u in uppers) else None
+        summary = self._rdm_summary(layers, candidates, distance, source, target, areas, headline, headline_rule,
+                                    per_area, value, ceiling)
+        return Score(value=value, ceiling=ceiling,
+                     details={"layer_area": la, "layer_area_subject": las, "area": at, "ceiling_subject": cs,
+                              "heldout_folds": folds},
                      summary=summary, higher_is_better=True)
+
+    def _rdm_summary(self, layers: list[str], candidates: np.ndarray, distance: str, source: str,
+                     target: BrainRDMs, areas: list[str], headline: list[str], headline_rule: str,
+                     per_area: dict[str, dict[str, Any]], value: float, ceiling: float | None) -> dict[str, Any]:
+        def by_area(key: str) -> dict[str, Any]:
+            return {a: (_float(per_area[a][key]) if isinstance(per_area[a][key], float) else per_area[a][key])
+                    for a in areas}
+
+        def mean_over(areas_: list[str], key: str) -> float | None:
+            vals = [per_area[a][key] for a in areas_]
+            return float(np.mean(vals)) if vals and all(v is not None and np.isfinite(v) for v in vals) else None
+
+        conv = self.ceiling
+        summary = self._common_summary(layers, candidates, distance, source)
+        summary.update({
+            "brain_distance": target.distance, "n_stimuli": len(target.stimulus_ids), "areas": areas,
+            "ceiling_convention": conv, "score_unit": UNITS[conv],
+            "ceiling_reference": ("Nili et al. 2014: per subject vs the pooled RDM of all (upper) / the other "
+                                  "(lower) subjects, pooled as rsatoolbox pool_rdm; mean over subjects"
+                                  if conv == "nili" else
+                                  "Algonauts 2019 (testSub_fmri.py): mean over subjects of squared Spearman r "
+                                  "with the mean RDM of all (upper) / the other (lower) subjects; score as % of "
+                                  "the upper bound"),
+            "selection_rule": ("leave one subject out: per fold the layer with the highest mean correlation over "
+                               "the other subjects (signed, in both conventions) is scored on the held-out subject; "
+                               "mean over folds" if self.selection == "heldout" else
+                               "optimistic: per area the layer with the highest mean correlation over all subjects"),
+            "headline_areas": headline, "headline_rule": headline_rule, "area_groups": target.area_groups(),
+            "group_scores": {g: mean_over(a, "score") for g, a in target.area_groups().items()},
+            "best_layer": by_area("best_layer"),
+            "heldout": by_area("heldout"), "heldout_layer": by_area("heldout_layer"),
+            "heldout_note": {a: per_area[a]["heldout_note"] for a in areas if per_area[a]["heldout_note"]},
+            "optimistic": by_area("optimistic"), "optimistic_layer": by_area("optimistic_layer"),
+            "optimistic_note": "max over layers of the mean over all subjects: chosen and scored on the same data",
+            "headline_heldout": mean_over(headline, "heldout"),
+            "headline_optimistic": mean_over(headline, "optimistic"),
+            "pixels_baseline": by_area("pixels_baseline") if _PIXELS in layers else None,
+            "headline_pixels_baseline": mean_over(headline, "pixels_baseline") if _PIXELS in layers else None,
+            "noise_ceiling_lower": by_area("noise_ceiling_lower"),
+            "noise_ceiling_upper": by_area("noise_ceiling_upper"),
+            "ceiling_note": {a: per_area[a]["ceiling_note"] for a in areas if per_area[a]["ceiling_note"]},
+            "noise_ceilings": {c: {a: {"lower": _opt(per_area[a][f"{c}_lower"]),
+                                       "upper": _opt(per_area[a][f"{c}_upper"])} for a in areas}
+                               for c in CEILING_CONVENTIONS if c == "nili" or self.comparison == "spearman"},
+            "percent_of_ceiling": by_area("percent_of_ceiling"),
+            "headline_percent_of_ceiling": (100.0 * value / ceiling if ceiling else None),
+            "headline_ceiling": ceiling,
+        })
+        return summary
+
+
+def _ceiling_rows(cs: dict[str, list], area: str, ceilings: dict[str, RDMCeiling]) -> None:
+    nili = ceilings["nili"]
+    alg = ceilings.get("algonauts2019")
+    n = nili.n_subjects
+    cs["area"] += [area] * n
+    cs["subject"] += list(range(n))
+    cs["nili_upper"] += _floats(nili.upper_per_subject)
+    cs["nili_lower"] += _floats(nili.lower_per_subject)
+    for col, attr in (("algonauts2019_r_upper", "r_upper"), ("algonauts2019_r_lower", "r_lower"),
+                      ("algonauts2019_upper", "upper_per_subject"), ("algonauts2019_lower", "lower_per_subject")):
+        cs[col] += _floats(getattr(alg, attr)) if alg is not None else [None] * n
+
+
+def _labels(activations: Activations, target: Responses) -> np.ndarray | None:
+    """Stimulus categories in the target's order (from the activations, else the responses), or None."""
+    n = target.n_stimuli
+    for owner, info in (("activations", activations.info), ("responses", target.info)):
+        labels = info.get("labels")
+        if labels is None:
+            continue
+        labels = np.asarray(labels)
+        rows = len(activations.stimulus_ids) if owner == "activations" else n
+        if labels.shape != (rows,):
+            raise DataError(f"rsa: {owner}.info['labels'] has shape {labels.shape}; expected ({rows},), one category "
+                            f"per stimulus. Fix the {owner}' labels.")
+        if owner == "activations":
+            order = stimulus_order(activations.stimulus_ids, target.stimulus_ids)
+            return labels if order is None else labels[order]
+        return labels
+    return None
+
+
+def _best(scores: np.ndarray, candidates: np.ndarray) -> int:
+    """Index of the candidate layer with the highest finite score; -1 if none is finite."""
+    vals = np.asarray(scores, dtype=np.float64)[candidates]
+    if not np.isfinite(vals).any():
+        return -1
+    return int(candidates[int(np.argmax(np.where(np.isfinite(vals), vals, -np.inf)))])
+
+
+def _mode(names: list[str]) -> str | None:
+    """Most frequent name; ties go to the one seen first."""
+    if not names:
+        return None
+    counts = Counter(names)
+    top = max(counts.values())
+    return next(x for x in names if counts[x] == top)
+
+
+def _nanmean(r: np.ndarray) -> np.ndarray:
+    """Mean over sites (axis 0) ignoring NaN sites; NaN where no site is finite. (n_layers,) float64."""
+    finite = np.isfinite(r)
+    count = finite.sum(axis=0)
+    total = np.where(finite, r, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def _check_rdm_stack(stack: np.ndarray, area: str, n_stim: int) -> np.ndarray:
@@ -265,6 +621,10 @@ def _check_rdm_stack(stack: np.ndarray, area: str, n_stim: int) -> np.ndarray:
 def _float(v: float) -> float | None:
     """JSON-friendly float: NaN stays NaN (the store writes it as null)."""
     return float(v)
+
+
+def _opt(v: float | None) -> float | None:
+    return None if v is None else float(v)
 
 
 def _floats(a: np.ndarray) -> list[float]:

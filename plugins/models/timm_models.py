@@ -1,13 +1,28 @@
 """Any timm network by name: ``timm:<model>`` (``timm.list_models()``), optionally ``timm:<model>.<tag>``.
 
-Default layers: ``pixels``, each stage output named by timm's ``feature_info`` (module paths such
-as ``layer1`` or ``blocks.2``), ``pre_logits`` (the input of the classifier module, i.e. what
+Default layers, in forward order: ``pixels``, the output of every block or stage a user would
+name (rule below), ``pre_logits`` (the input of the classifier module, i.e. what
 ``forward_head(x, pre_logits=True)`` returns) and ``logits`` (the network output).
+
+Which blocks (:func:`block_layers`): timm's ``feature_info`` names only the stages where the
+resolution changes (EfficientNet ``blocks.0, 1, 2, 4, 6``), which would leave ``blocks.3`` and
+``blocks.5`` unscored. The field scores every block: Brain-Score's layer commitment scores every
+candidate layer on separate data and commits the best per region, its candidates spanning the
+network's blocks (Schrimpf et al. 2018, bioRxiv 407007). So each ``feature_info`` module that is a
+block (a module with children) whose name ends in an integer is widened to all its siblings of the
+same name pattern that are blocks too: ``blocks.2`` -> every ``blocks.<i>``, ``layer1`` -> every
+``layer<i>``, ``s1`` -> every ``s<i>``. Plain modules (``act1``, VGG's ``features.3``) are kept as
+they are and never widened. Examples: ``tf_efficientnet_lite0`` / ``mobilenetv2_100``: ``blocks.0``
+... ``blocks.6`` (10 layers with pixels, pre_logits, logits); ``resnet18``: ``act1, layer1`` ...
+``layer4`` (8); ``vit_tiny_patch16_224``: ``blocks.0`` ... ``blocks.11`` (15). A deep transformer
+thus gets one layer per transformer block. A network without ``feature_info`` uses its top-level
+children before the head. ``framework layers timm:<name>`` marks the defaults with ``*``.
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +70,44 @@ def _host_reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
             return None
     except OSError as exc:
         return f"{host}:{port} unreachable ({exc})"
+
+
+def block_layers(module: torch.nn.Module) -> list[str]:
+    """Module paths of every block a user would name, from timm's ``feature_info`` (see module docstring).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A timm network (parameters may be on the meta device).
+
+    Returns
+    -------
+    list of str
+        Each ``feature_info`` module path; one that is a block (has child modules) and whose last
+        name component ends in an integer (``blocks.2``, ``layer1``) is replaced by all its
+        siblings matching ``<same prefix><integer>`` that are blocks too (in registration order).
+        Duplicates removed; empty without ``feature_info``. Callers put them in forward order.
+    """
+    paths = [f.get("module") for f in (getattr(module, "feature_info", None) or []) if isinstance(f, dict)]
+    out: list[str] = []
+    for path in paths:
+        if not isinstance(path, str) or not path:
+            continue
+        widened = [path]
+        parent_path, _, leaf = path.rpartition(".")
+        match = re.fullmatch(r"(.*?)\d+", leaf)
+        try:
+            parent = module.get_submodule(parent_path) if parent_path else module
+            own = module.get_submodule(path)
+        except AttributeError:  # feature_info may name something that is not a module
+            own = parent = None
+        if match is not None and own is not None and next(own.children(), None) is not None:
+            pattern = re.compile(re.escape(match.group(1)) + r"\d+")
+            prefix = parent_path + "." if parent_path else ""
+            widened = [prefix + name for name, child in parent.named_children()
+                       if pattern.fullmatch(name) and next(child.children(), None) is not None] or [path]
+        out.extend(p for p in widened if p not in out)
+    return out
 
 
 class TimmParams(PluginParams):
@@ -113,6 +166,9 @@ class TimmModel(HookedTorchModel):
     """
 
     library = "timm"
+    #: "2": the default layers are every block (:func:`block_layers`), not only ``feature_info``'s stages.
+    #: The version is part of the cell key, so scores made with the old default layers are not reused.
+    plugin_version = "2"
 
     #: The loader raises before loading anything into the module (see HookedTorchModel).
     pretrained_failure_may_touch_module = False
@@ -199,10 +255,10 @@ class TimmModel(HookedTorchModel):
         return taps
 
     def _convention_layers(self) -> list[str]:
+        """``pixels``, every block (:func:`block_layers`), ``pre_logits``, ``logits``; forward order."""
         module = self._architecture()
         known = self.layers()
-        stages = [f.get("module") for f in (getattr(module, "feature_info", None) or [])
-                  if isinstance(f, dict)]
+        stages = block_layers(module)
         stages = [s for s in stages if s in known]
         if not stages:  # no feature_info: every top-level child before the head
             top = {p for p, _ in module.named_children()}
