@@ -507,28 +507,16 @@ needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared reference data
 
 
 @needs_data
-def test_algonauts2019_92() -> None:
-    ds = FileDataset(path=REPO / "datasets" / "algonauts2019-92.toml").load()
-    assert ds.kind == "rdms" and ds.name == "algonauts2019-92"
-    assert ds.stimuli.ids == tuple(f"image_{i:02d}" for i in range(1, 93))
+@pytest.mark.parametrize("n_images,key", [(92, "Net_RDM"), (78, "arr_0")])
+def test_algonauts2019(n_images: int, key: str) -> None:
+    ds = FileDataset(path=REPO / "datasets" / f"algonauts2019-{n_images}.toml").load()
+    assert ds.kind == "rdms" and ds.name == f"algonauts2019-{n_images}"
+    assert ds.stimuli.ids == tuple(f"image_{i:02d}" for i in range(1, n_images + 1))
     assert ds.rdms.area_order == ("EVC", "IT") and ds.rdms.headline_areas == ("EVC", "IT")
     assert ds.rdms.distance == "correlation" and ds.rdms.area_groups() == {"human fMRI": ["EVC", "IT"]}
     for area in ("EVC", "IT"):
-        stored = np.load(DATA / "algonauts2019" / "92images" / f"fmri_{area}_RDMs.npz")["Net_RDM"]
-        assert ds.rdms.rdms[area].shape == (15, 92, 92)
-        np.testing.assert_allclose(ds.rdms.rdms[area], stored, rtol=0, atol=1e-15)
-
-
-@needs_data
-def test_algonauts2019_78() -> None:
-    ds = FileDataset(path=REPO / "datasets" / "algonauts2019-78.toml").load()
-    assert ds.kind == "rdms" and ds.name == "algonauts2019-78"
-    assert ds.stimuli.ids == tuple(f"image_{i:02d}" for i in range(1, 79))
-    assert ds.rdms.area_order == ("EVC", "IT") and ds.rdms.headline_areas == ("EVC", "IT")
-    assert ds.rdms.distance == "correlation" and ds.rdms.area_groups() == {"human fMRI": ["EVC", "IT"]}
-    for area in ("EVC", "IT"):
-        stored = np.load(DATA / "algonauts2019" / "78images" / f"fmri_{area}_RDMs.npz")["arr_0"]
-        assert ds.rdms.rdms[area].shape == (15, 78, 78)
+        stored = np.load(DATA / "algonauts2019" / f"{n_images}images" / f"fmri_{area}_RDMs.npz")[key]
+        assert ds.rdms.rdms[area].shape == (15, n_images, n_images)
         np.testing.assert_allclose(ds.rdms.rdms[area], stored, rtol=0, atol=1e-15)
 
 

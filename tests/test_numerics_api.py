@@ -172,3 +172,25 @@ def test_no_plugin_imports_another_plugin(path: Path) -> None:
 def test_numerics_never_import_plugins(module_name: str) -> None:
     path = ROOT / "framework" / "numerics" / f"{module_name}.py"
     assert not [name for _, name in _imported_modules(path) if name.split(".")[0] == "plugins"]
+
+
+def test_stimulus_labels_follow_the_target_order_and_refuse_partial_labels():
+    from types import SimpleNamespace
+
+    from framework.errors import DataError
+    from framework.numerics.stimuli import stimulus_labels
+
+    acts = SimpleNamespace(stimulus_ids=("a", "b", "c"), info={"labels": ["x", "y", "z"]})
+    target = SimpleNamespace(stimulus_ids=("c", "a", "b"), info={})
+    assert stimulus_labels(acts, target, metric="m").tolist() == ["z", "x", "y"]
+    # the responses' own labels are used when the activations carry none
+    bare = SimpleNamespace(stimulus_ids=("a", "b", "c"), info={})
+    assert stimulus_labels(bare, SimpleNamespace(stimulus_ids=("c", "a", "b"), info={"labels": [1, 2, 3]}),
+                           metric="m").tolist() == ["1", "2", "3"]
+    assert stimulus_labels(bare, target, metric="m") is None
+    # one stimulus without a label: no stratification rather than a category called None
+    partial = SimpleNamespace(stimulus_ids=("a", "b", "c"), info={"labels": ["x", None, "z"]})
+    assert stimulus_labels(partial, target, metric="m") is None
+    with pytest.raises(DataError, match=r"m: activations.info\['labels'\] has shape \(2,\)"):
+        stimulus_labels(SimpleNamespace(stimulus_ids=("a", "b", "c"), info={"labels": ["x", "y"]}), target,
+                        metric="m")

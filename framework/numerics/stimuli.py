@@ -7,13 +7,17 @@ linear-predictivity and CKA metrics all use it.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from framework.errors import DataError
 
-__all__ = ["stimulus_order"]
+__all__ = ["stimulus_order", "stimulus_labels"]
+
+log = logging.getLogger("framework.numerics.stimuli")
 
 
 def stimulus_order(available: Sequence[str], wanted: Sequence[str], *, allow_extra: bool = True,
@@ -63,3 +67,50 @@ def stimulus_order(available: Sequence[str], wanted: Sequence[str], *, allow_ext
         raise DataError(f"The {source} cover {len(have)} stimuli, the {target} {len(want)}; {len(extra)} "
                         f"stimuli have {source} but are not in the {target} (first: {extra[:3]}). {fix}")
     return np.array([pos[s] for s in want], dtype=np.int64)
+
+
+def stimulus_labels(activations: Any, target: Any, *, metric: str) -> np.ndarray | None:
+    """Category of every target stimulus, in the target's stimulus order, for stratified splits.
+
+    Read from ``activations.info["labels"]`` (one per activation row, put in the target's
+    order with :func:`stimulus_order`), else from ``target.info["labels"]`` (one per target
+    stimulus).
+
+    Parameters
+    ----------
+    activations : Activations
+        With ``stimulus_ids`` and ``info``.
+    target : Responses or BrainRDMs
+        With ``stimulus_ids`` and ``info``.
+    metric : str
+        The metric asking, named in messages.
+
+    Returns
+    -------
+    ndarray of str, (n_stimuli,), or None
+        None when neither side has labels, or when some stimulus has none (then folds are
+        not stratified; logged at INFO).
+
+    Raises
+    ------
+    DataError
+        When a label list does not have one entry per stimulus.
+    """
+    for owner, info, ids in (("activations", activations.info, activations.stimulus_ids),
+                             ("responses", target.info, target.stimulus_ids)):
+        labels = (info or {}).get("labels")
+        if labels is None:
+            continue
+        labels = np.asarray(labels, dtype=object)
+        if labels.shape != (len(ids),):
+            raise DataError(f"{metric}: {owner}.info['labels'] has shape {labels.shape}; expected ({len(ids)},), "
+                            f"one category per stimulus. Fix the {owner}' labels.")
+        if any(label is None for label in labels):
+            log.info("%s: some stimuli have no category label; folds are not stratified.", metric)
+            return None
+        labels = labels.astype(str)
+        if owner == "activations":
+            order = stimulus_order(ids, target.stimulus_ids)
+            return labels if order is None else labels[order]
+        return labels
+    return None

@@ -60,7 +60,7 @@ from framework.numerics.areas import area_groups
 from framework.numerics.gram import centered_gram
 from framework.numerics.layers import BASELINE_LAYERS, candidate_layers, heldout_choice
 from framework.numerics.splits import kfold_splits
-from framework.numerics.stimuli import stimulus_order
+from framework.numerics.stimuli import stimulus_labels, stimulus_order
 from framework.params import PluginParams, param
 from framework.types import Activations, Responses, Score, Target
 from framework.validation import check_array
@@ -220,7 +220,7 @@ class CKAMetric(MetricPlugin):
         if len(activations) == 0:
             raise DataError("Activations have no layers; extract at least one layer.")
         splits, stratified = kfold_splits(n, n_splits=p.n_splits, seed=seed,
-                                          labels=_labels(activations, target, order, n))
+                                          labels=stimulus_labels(activations, target, metric="cka"))
         smallest = min(te.size for _, te in splits)
         if smallest < MIN_STIMULI:
             raise DataError(f"Held-out folds of {smallest} stimuli are too small for the unbiased HSIC (needs >= "
@@ -333,22 +333,3 @@ class CKAMetric(MetricPlugin):
         return Score(value=value_heldout if p.selection == "heldout" else value_optimistic,
                      details={"layer_area": rows, "area": area_rows, "fold_area": fold_rows},
                      summary=summary, higher_is_better=True)
-
-
-def _labels(activations: Activations, target: Responses, order: np.ndarray | None, n: int) -> np.ndarray | None:
-    """Stimulus categories in target order (``activations.info["labels"]``, else ``target.info["labels"]``),
-    or None when neither has a label for every stimulus."""
-    for owner, info, reorder in (("activations", activations.info, order), ("responses", target.info, None)):
-        labels = info.get("labels")
-        if labels is None:
-            continue
-        labels = np.asarray(labels, dtype=object)
-        if labels.shape != (n,):
-            raise DataError(f"{owner}.info['labels'] has shape {labels.shape}; expected ({n},), one category per "
-                            f"stimulus. Fix the {owner}' labels.")
-        if any(label is None for label in labels):
-            log.info("cka: some stimuli have no category label; folds are not stratified.")
-            return None
-        labels = labels.astype(str)
-        return labels if reorder is None else labels[reorder]
-    return None

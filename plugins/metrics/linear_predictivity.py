@@ -81,7 +81,7 @@ from framework.numerics.layers import BASELINE_LAYERS, candidate_layers, heldout
 from framework.numerics.ridge import DEFAULT_ALPHAS, fit_predict
 from framework.numerics.splits import kfold_splits
 from framework.numerics.stats import pearson_columns
-from framework.numerics.stimuli import stimulus_order
+from framework.numerics.stimuli import stimulus_labels, stimulus_order
 from framework.params import PluginParams, param
 from framework.types import Activations, Responses, Score, Target
 from framework.validation import check_array
@@ -271,7 +271,7 @@ class LinearPredictivityMetric(MetricPlugin):
         y = check_array(target.data, "responses", ndim=2, dtype=np.float64,
                         fix="Responses must be finite; fix the signal or drop the sites.")
         n, n_sites = y.shape
-        labels = self._labels(activations, target, order, n)
+        labels = stimulus_labels(activations, target, metric="linear-predictivity") if self.stratify else None
         splits, stratified = kfold_splits(n, n_splits=self.n_splits, seed=seed, labels=labels)
         if min(tr.size for tr, _ in splits) < 4:
             raise DataError(f"Training folds of {min(tr.size for tr, _ in splits)} stimuli are too small; "
@@ -291,22 +291,6 @@ class LinearPredictivityMetric(MetricPlugin):
             log.debug("linear-predictivity: layer %s done", layer)
         return self._assemble(layers, target, groups, headline_areas, r_test, r_train, alphas, ceiling,
                               stratified, n)
-
-    def _labels(self, activations: Activations, target: Responses, order: np.ndarray | None,
-                n: int) -> np.ndarray | None:
-        if not self.stratify:
-            return None
-        # Category labels come with the activations (rows in activation order) or the responses.
-        for owner, info, reorder in (("activations", activations.info, order), ("responses", target.info, None)):
-            labels = info.get("labels")
-            if labels is None:
-                continue
-            labels = np.asarray(labels)
-            if labels.shape != (n,):
-                raise DataError(f"{owner}.info['labels'] has shape {labels.shape}; expected ({n},), one "
-                                f"category per stimulus. Fix the {owner}' labels.")
-            return labels if reorder is None else labels[reorder]
-        return None
 
     def _assemble(self, layers: tuple[str, ...], target: Responses, groups: dict[str, np.ndarray],
                   headline_areas: tuple[str, ...], r_test: np.ndarray, r_train: np.ndarray,

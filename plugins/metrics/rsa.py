@@ -63,7 +63,7 @@ from framework.numerics.rdm import layer_rdms
 from framework.numerics.rsa import SiteRSA, check_responses, site_layer_correlations, site_rsa
 from framework.numerics.splits import kfold_splits
 from framework.numerics.stats import fdr_bh, sem
-from framework.numerics.stimuli import stimulus_order
+from framework.numerics.stimuli import stimulus_labels
 from framework.params import PluginParams, param
 from framework.types import Activations, BrainRDMs, Responses, Score, Target
 
@@ -243,7 +243,7 @@ class RSAMetric(MetricPlugin):
         # held-out stimuli: commit on the training folds, score on the held-out fold
         data = check_responses(target)
         layer_vecs = layer_rdms(activations, target.stimulus_ids, distance)    # memoised: the RDMs site_rsa used
-        labels = _labels(activations, target)
+        labels = stimulus_labels(activations, target, metric="rsa")
         splits, stratified = kfold_splits(target.n_stimuli, n_splits=self.n_splits, seed=seed, labels=labels,
                                           name="rsa.n_splits")
         n_folds = len(splits)
@@ -557,25 +557,6 @@ def _ceiling_rows(cs: dict[str, list], area: str, ceilings: dict[str, RDMCeiling
     for col, attr in (("algonauts2019_r_upper", "r_upper"), ("algonauts2019_r_lower", "r_lower"),
                       ("algonauts2019_upper", "upper_per_subject"), ("algonauts2019_lower", "lower_per_subject")):
         cs[col] += _floats(getattr(alg, attr)) if alg is not None else [None] * n
-
-
-def _labels(activations: Activations, target: Responses) -> np.ndarray | None:
-    """Stimulus categories in the target's order (from the activations, else the responses), or None."""
-    n = target.n_stimuli
-    for owner, info in (("activations", activations.info), ("responses", target.info)):
-        labels = info.get("labels")
-        if labels is None:
-            continue
-        labels = np.asarray(labels)
-        rows = len(activations.stimulus_ids) if owner == "activations" else n
-        if labels.shape != (rows,):
-            raise DataError(f"rsa: {owner}.info['labels'] has shape {labels.shape}; expected ({rows},), one category "
-                            f"per stimulus. Fix the {owner}' labels.")
-        if owner == "activations":
-            order = stimulus_order(activations.stimulus_ids, target.stimulus_ids)
-            return labels if order is None else labels[order]
-        return labels
-    return None
 
 
 def _best(scores: np.ndarray, candidates: np.ndarray) -> int:
