@@ -161,13 +161,6 @@ class AlignmentMetric(MetricPlugin):
     Params = AlignmentParams
     name = "alignment"
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        p = self.params
-        self.n_permutations, self.alpha, self.variant = p.n_permutations, p.alpha, p.variant
-        self.n_bootstrap, self.ci_level, self.fdr, self.early_stopping = (p.n_bootstrap, p.ci_level, p.fdr,
-                                                                           p.early_stopping)
-
     def parameters(self) -> dict[str, Any]:
         """The declared parameters plus the fixed RSA settings of the published method."""
         return {**super().parameters(), "distance": "euclidean", "comparison": "spearman"}
@@ -192,7 +185,7 @@ class AlignmentMetric(MetricPlugin):
     def _undefined_reason(self, n_points: int, n_sites: int, n_areas: int, n_layers: int) -> str | None:
         why = []
         if n_points == 0:
-            return f"no significant positive (site, layer) pair at alpha={self.alpha}"
+            return f"no significant positive (site, layer) pair at alpha={self.params.alpha}"
         if n_points < self.params.min_points:
             why.append(f"{n_points} point(s) < min_points={self.params.min_points}")
         if n_sites < self.params.min_sites:
@@ -223,8 +216,8 @@ class AlignmentMetric(MetricPlugin):
         summary: dict[str, Any] = {
             "n_sites": n_sites_used, "n_sites_outside_area_order": int((~in_order).sum()),
             "n_sites_in_area_order": int(in_order.sum()), "n_sites_unresponsive": int((in_order & ~responsive).sum()),
-            "responsive_filter": filter_note, "variant": self.variant, "alpha": self.alpha, "fdr": self.fdr,
-            "n_permutations": self.n_permutations, "min_points": p.min_points, "min_sites": p.min_sites,
+            "responsive_filter": filter_note, "variant": p.variant, "alpha": p.alpha, "fdr": p.fdr,
+            "n_permutations": p.n_permutations, "min_points": p.min_points, "min_sites": p.min_sites,
             "area_order": order}
         signal = target.info.get("signal") if isinstance(target.info, dict) else None
         tag = f"alignment ({signal})" if signal else "alignment"
@@ -239,12 +232,12 @@ class AlignmentMetric(MetricPlugin):
         # stimulus permutations use default_rng(seed) itself; the bootstrap and the site permutations their own streams
         boot_seed, perm_seed = np.random.SeedSequence(seed).spawn(2)
         res = site_rsa(activations, sub, distance="euclidean", comparison="spearman",
-                       n_permutations=self.n_permutations, seed=seed, alpha=self.alpha,
-                       alternative="greater", early_stopping=self.early_stopping, per_area=False)
+                       n_permutations=self.params.n_permutations, seed=seed, alpha=self.params.alpha,
+                       alternative="greater", early_stopping=self.params.early_stopping, per_area=False)
         r, pv = res.r, res.p
-        decide = fdr_bh(pv) if self.fdr else pv
-        sig = np.isfinite(decide) & (decide <= self.alpha) & (r > 0)        # (n_sites, n_layers)
-        if self.variant == "best-layer":
+        decide = fdr_bh(pv) if self.params.fdr else pv
+        sig = np.isfinite(decide) & (decide <= self.params.alpha) & (r > 0)        # (n_sites, n_layers)
+        if self.params.variant == "best-layer":
             masked = np.where(sig, r, -np.inf)
             best = np.argmax(masked, axis=1)
             chosen = np.zeros_like(sig)
@@ -282,7 +275,7 @@ class AlignmentMetric(MetricPlugin):
                       "area": [sub.sites.areas[i] for i in si], "r": [float(v) for v in r.ravel()],
                       "p": [float(v) for v in pv.ravel()], "n_permutations": res.n_used.ravel().tolist(),
                       "significant": sig.ravel().tolist()}
-        if self.fdr:
+        if self.params.fdr:
             layer_site["q"] = [float(v) for v in decide.ravel()]
         details = {"area_layer": area_layer, "area": area_table, "layer_site": layer_site}
         n_areas_pts = int((counts.sum(axis=1) > 0).sum())
@@ -317,15 +310,15 @@ class AlignmentMetric(MetricPlugin):
             summary["n_site_permutations"] = p.n_site_permutations
             summary["n_site_permutations_extreme"] = test.n_extreme
         ci = None
-        if self.n_bootstrap:
-            w = bootstrap_weights(np.random.default_rng(boot_seed), subjects, self.n_bootstrap)
+        if self.params.n_bootstrap:
+            w = bootstrap_weights(np.random.default_rng(boot_seed), subjects, self.params.n_bootstrap)
             boot = table_spearman((w @ point_table.reshape(n_sub, -1)).reshape(-1, n_areas, n_layers))
             defined = ((w @ site_points >= p.min_points) & (w @ with_points >= p.min_sites)
                        & np.isfinite(boot))              # table_spearman: two areas and two layers
             boot = np.where(defined, boot, np.nan)
-            bci = percentile_ci(boot, level=self.ci_level, max_undefined_fraction=p.max_undefined_bootstrap)
+            bci = percentile_ci(boot, level=self.params.ci_level, max_undefined_fraction=p.max_undefined_bootstrap)
             ci = bci.ci
-            summary["n_bootstrap"] = self.n_bootstrap
+            summary["n_bootstrap"] = self.params.n_bootstrap
             summary["n_bootstrap_defined"] = bci.n_defined
             summary["bootstrap_defined_fraction"] = bci.defined_fraction
             if ci is None:

@@ -181,14 +181,10 @@ class LinearPredictivityMetric(MetricPlugin):
     Params = LinearPredictivityParams
     name = "linear-predictivity"
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        p = self.params
-        self.n_splits, self.regression, self.alphas = p.n_splits, p.regression, np.asarray(p.alphas, dtype=np.float64)
-        self.alpha_selection, self.inner_splits, self.pls_components = (p.alpha_selection, p.inner_splits,
-                                                                        p.pls_components)
-        self.standardize, self.stratify, self.ceiling_splits = p.standardize, p.stratify, p.ceiling_splits
-        self.include_pixels = p.include_pixels
+    @property
+    def alphas(self) -> np.ndarray:
+        """The ridge penalty grid, (n_alphas,) float64."""
+        return np.asarray(self.params.alphas, dtype=np.float64)
 
     # -- one layer ---------------------------------------------------------------------------
     def _layer(self, x: np.ndarray, y: np.ndarray, splits: list, labels: np.ndarray | None,
@@ -205,10 +201,10 @@ class LinearPredictivityMetric(MetricPlugin):
         r_train = np.empty((n_folds, n_sites))
         alpha = np.full((n_folds, n_sites), np.nan)
         p = x.shape[1]
-        wide = [self.regression == "ridge" and p > train.size for train, _ in splits]
+        wide = [self.params.regression == "ridge" and p > train.size for train, _ in splits]
         grams = xf = None
         if any(wide):  # wide layer: kernels of every fold from one blockwise pass over the layer
-            grams = fold_grams(x, [s for s, w in zip(splits, wide) if w], standardize=self.standardize,
+            grams = fold_grams(x, [s for s, w in zip(splits, wide) if w], standardize=self.params.standardize,
                                order=order, layer=layer)
             gram_of = {f: g for f, g in zip(np.flatnonzero(wide), grams)}
         if not all(wide):
@@ -221,17 +217,17 @@ class LinearPredictivityMetric(MetricPlugin):
             if wide[f]:
                 g = gram_of[f]
                 res = fit_predict(g[np.ix_(train, train)], y[train], g[np.ix_(test, train)], alphas=self.alphas,
-                                  selection=self.alpha_selection, inner_splits=self.inner_splits,
+                                  selection=self.params.alpha_selection, inner_splits=self.params.inner_splits,
                                   seed=inner_seed, labels=fold_labels, precomputed=True)
             else:
-                xs = standardized(xf, train, standardize=self.standardize)
-                if self.regression == "ridge":
+                xs = standardized(xf, train, standardize=self.params.standardize)
+                if self.params.regression == "ridge":
                     res = fit_predict(xs[train], y[train], xs[test], alphas=self.alphas,
-                                      selection=self.alpha_selection, inner_splits=self.inner_splits,
+                                      selection=self.params.alpha_selection, inner_splits=self.params.inner_splits,
                                       seed=inner_seed, labels=fold_labels, method="svd")
                 else:
                     pred_test = self._pls(xs[train], y[train], xs[test])
-                    inner, _ = kfold_splits(train.size, n_splits=self.inner_splits, seed=inner_seed,
+                    inner, _ = kfold_splits(train.size, n_splits=self.params.inner_splits, seed=inner_seed,
                                             labels=fold_labels, name="inner_splits")
                     pred_train = np.empty((train.size, n_sites))
                     xtr, ytr = xs[train], y[train]
@@ -251,7 +247,7 @@ class LinearPredictivityMetric(MetricPlugin):
         # components beyond the rank are degenerate: cap at n_train - 1 and the non-constant features
         spread = x_train.max(axis=0) - x_train.min(axis=0)
         n_varying = int((spread > 1e3 * np.finfo(np.float64).eps * np.abs(x_train).max(axis=0)).sum())
-        n_comp = max(1, min(self.pls_components, x_train.shape[0] - 1, n_varying))
+        n_comp = max(1, min(self.params.pls_components, x_train.shape[0] - 1, n_varying))
         model = PLSRegression(n_components=n_comp, scale=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # constant targets / exhausted components warn
@@ -271,15 +267,15 @@ class LinearPredictivityMetric(MetricPlugin):
         y = check_array(target.data, "responses", ndim=2, dtype=np.float64,
                         fix="Responses must be finite; fix the signal or drop the sites.")
         n, n_sites = y.shape
-        labels = stimulus_labels(activations, target, metric="linear-predictivity") if self.stratify else None
-        splits, stratified = kfold_splits(n, n_splits=self.n_splits, seed=seed, labels=labels)
+        labels = stimulus_labels(activations, target, metric="linear-predictivity") if self.params.stratify else None
+        splits, stratified = kfold_splits(n, n_splits=self.params.n_splits, seed=seed, labels=labels)
         if min(tr.size for tr, _ in splits) < 4:
             raise DataError(f"Training folds of {min(tr.size for tr, _ in splits)} stimuli are too small; "
-                            f"use more stimuli or fewer folds (n_splits={self.n_splits}).")
+                            f"use more stimuli or fewer folds (n_splits={self.params.n_splits}).")
         groups, headline_areas = area_groups(target)
         ceiling = None
         if target.repetitions is not None:
-            ceiling = split_half_reliability(target.repetitions, n_splits=self.ceiling_splits, seed=seed).ceiling
+            ceiling = split_half_reliability(target.repetitions, n_splits=self.params.ceiling_splits, seed=seed).ceiling
 
         layers = activations.layers
         n_layers, n_folds = len(layers), len(splits)
@@ -335,7 +331,7 @@ class LinearPredictivityMetric(MetricPlugin):
         area_table: dict[str, list] = {k: [] for k in ("area", "n_sites", "best_layer", "best_layer_index",
                                                        "best_layer_agreement", "r", "ceiling", "r_ceiled",
                                                        "in_headline")}
-        candidates = candidate_layers(layers, include_baselines=self.include_pixels)
+        candidates = candidate_layers(layers, include_baselines=self.params.include_pixels)
         baselines = [li for li, name in enumerate(layers) if name in BASELINE_LAYERS]
         for b in baselines:  # one column per baseline layer, e.g. pixels_r
             area_table[f"{layers[b]}_r"] = []
@@ -381,11 +377,11 @@ class LinearPredictivityMetric(MetricPlugin):
                         for a in headline_areas])
         value = float(np.nanmean(raw)) if np.isfinite(raw).any() else float("nan")
         summary: dict[str, Any] = {
-            "regression": self.regression, "n_splits": n_folds, "stratified": stratified,
+            "regression": self.params.regression, "n_splits": n_folds, "stratified": stratified,
             "n_stimuli": int(n), "n_sites": int(n_sites), "headline_areas": list(headline_areas),
             "best_layer": {a: area_table["best_layer"][pos[a]] for a in area_names},
             "selection": "layer committed per area on the training folds, scored on the held-out folds",
-            "candidate_layers": [layers[i] for i in candidates], "include_pixels": self.include_pixels,
+            "candidate_layers": [layers[i] for i in candidates], "include_pixels": self.params.include_pixels,
             "baseline": {name: {"value": _none(_mean_finite([per_area[a] for a in headline_areas])),
                                 "per_area": {a: _none(v) for a, v in per_area.items()}}
                          for name, per_area in baseline_of.items()},
@@ -397,10 +393,10 @@ class LinearPredictivityMetric(MetricPlugin):
             score_ceiling = _none(float(np.nanmean(ceils)) if np.isfinite(ceils).any() else np.nan)
             ratios = np.array([ceiled(r, a) for r, a in zip(raw, headline_areas)])
             summary["value_ceiled"] = _none(float(np.nanmean(ratios)) if np.isfinite(ratios).any() else np.nan)
-        if self.regression == "ridge":
+        if self.params.regression == "ridge":
             low = float((alphas <= self.alphas.min()).mean())
             high = float((alphas >= self.alphas.max()).mean())
-            summary["alpha_selection"] = self.alpha_selection
+            summary["alpha_selection"] = self.params.alpha_selection
             summary["alpha_at_lower_edge_fraction"] = low
             summary["alpha_at_upper_edge_fraction"] = high
             if low > 0.25:

@@ -179,15 +179,6 @@ class RSAMetric(MetricPlugin):
     Params = RSAParams
     name = "rsa"
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        p = self.params
-        self.distance, self.comparison, self.n_permutations = p.distance, p.comparison, p.n_permutations
-        self.alpha, self.fdr, self.per_area = p.alpha, p.fdr, p.per_area
-        self.alternative, self.early_stopping = p.alternative, p.early_stopping
-        self.ceiling, self.selection = p.ceiling, p.selection
-        self.include_pixels, self.n_splits = p.include_pixels, p.n_splits
-
     def score(self, activations: Activations, target: Target, *, seed: int = 0) -> Score:
         if isinstance(target, Responses):
             return self._score_responses(activations, target, seed)
@@ -198,8 +189,8 @@ class RSAMetric(MetricPlugin):
 
     def _distance_for(self, target: Target) -> tuple[str, str]:
         """The distance of the model RDMs and where it came from."""
-        if self.distance != "auto":
-            return self.distance, "parameter rsa.distance"
+        if self.params.distance != "auto":
+            return self.params.distance, "parameter rsa.distance"
         if isinstance(target, Responses):
             return "euclidean", "auto: euclidean on responses (Kuzovkin et al. 2018)"
         if target.distance not in _rdm.DISTANCES:
@@ -209,20 +200,21 @@ class RSAMetric(MetricPlugin):
         return target.distance, "auto: the distance the dataset's RDMs were made with"
 
     def _common_summary(self, layers: list[str], candidates: np.ndarray, distance: str, source: str) -> dict:
-        return {"distance": distance, "distance_source": source, "comparison": self.comparison,
-                "selection": self.selection, "include_pixels": self.include_pixels,
+        return {"distance": distance, "distance_source": source, "comparison": self.params.comparison,
+                "selection": self.params.selection, "include_pixels": self.params.include_pixels,
                 "layers_scored": layers, "candidate_layers": [layers[i] for i in candidates],
                 "baseline_layers": [x for x in layers if x in BASELINE_LAYERS], "n_layers": len(layers)}
 
     # -- responses ------------------------------------------------------------------------
     def _score_responses(self, activations: Activations, target: Responses, seed: int) -> Score:
         distance, source = self._distance_for(target)
-        res = site_rsa(activations, target, distance=distance, comparison=self.comparison,
-                       n_permutations=self.n_permutations, seed=seed, alpha=self.alpha,
-                       alternative=self.alternative, early_stopping=self.early_stopping, per_area=self.per_area)
+        p = self.params
+        res = site_rsa(activations, target, distance=distance, comparison=p.comparison,
+                       n_permutations=p.n_permutations, seed=seed, alpha=p.alpha,
+                       alternative=p.alternative, early_stopping=p.early_stopping, per_area=p.per_area)
         layers = list(activations.layers)
         n_sites, n_layers = res.r.shape
-        candidates = candidate_layers(layers, include_baselines=self.include_pixels)
+        candidates = candidate_layers(layers, include_baselines=self.params.include_pixels)
         pix = layers.index(_PIXELS) if _PIXELS in layers else None
         valid = np.isfinite(res.r).all(axis=1)
         if not valid.any():
@@ -244,7 +236,7 @@ class RSAMetric(MetricPlugin):
         data = check_responses(target)
         layer_vecs = layer_rdms(activations, target.stimulus_ids, distance)    # memoised: the RDMs site_rsa used
         labels = stimulus_labels(activations, target, metric="rsa")
-        splits, stratified = kfold_splits(target.n_stimuli, n_splits=self.n_splits, seed=seed, labels=labels,
+        splits, stratified = kfold_splits(target.n_stimuli, n_splits=self.params.n_splits, seed=seed, labels=labels,
                                           name="rsa.n_splits")
         n_folds = len(splits)
         train = np.empty((n_folds, n_layers))
@@ -252,15 +244,15 @@ class RSAMetric(MetricPlugin):
         test_sites = np.empty((n_folds, n_sites, n_layers))
         with np.errstate(invalid="ignore"):
             for k, (tr, te) in enumerate(splits):
-                train[k] = _nanmean(site_layer_correlations(data[:, use], layer_vecs, self.comparison, stimuli=tr))
-                test_sites[k] = site_layer_correlations(data, layer_vecs, self.comparison, stimuli=te)
+                train[k] = _nanmean(site_layer_correlations(data[:, use], layer_vecs, p.comparison, stimuli=tr))
+                test_sites[k] = site_layer_correlations(data, layer_vecs, p.comparison, stimuli=te)
                 test[k] = _nanmean(test_sites[k][use])
         chosen, heldout = heldout_choice(train, test, candidates)
         heldout_value = float(np.nanmean(heldout)) if np.isfinite(heldout).any() else float("nan")
         fold_layers = [layers[c] if c >= 0 else None for c in chosen]
         modal = _mode([x for x in fold_layers if x is not None])
         optimistic = float(mean_r[best]) if best >= 0 else float("nan")
-        value = heldout_value if self.selection == "heldout" else optimistic
+        value = heldout_value if self.params.selection == "heldout" else optimistic
 
         li = np.tile(np.arange(n_layers), n_sites)
         si = np.repeat(np.arange(n_sites), n_layers)
@@ -273,13 +265,13 @@ class RSAMetric(MetricPlugin):
         strat = "stratified by category" if stratified else "unstratified"
         summary: dict[str, Any] = self._common_summary(layers, candidates, distance, source)
         summary.update({
-            "best_layer": modal if self.selection == "heldout" else (layers[best] if best >= 0 else None),
+            "best_layer": modal if self.params.selection == "heldout" else (layers[best] if best >= 0 else None),
             "n_sites": n_sites, "n_sites_used": int(use.sum()), "n_stimuli": target.n_stimuli,
             "headline_areas": list(headline_areas),
             "headline_rule": "sites of the dataset's ordered areas (area_order); other sites reported apart",
             "selection_rule": (f"layer committed on {n_folds} folds of stimuli ({strat}, seed {seed}): site-RDM "
                                "correlations over the training stimuli choose, the held-out stimuli score; mean "
-                               "over folds") if self.selection == "heldout" else
+                               "over folds") if self.params.selection == "heldout" else
                               "optimistic: the max over candidate layers of the mean over sites on all stimuli",
             "heldout": _float(heldout_value), "heldout_layers": fold_layers, "n_folds": n_folds,
             "stratified": stratified,
@@ -290,17 +282,17 @@ class RSAMetric(MetricPlugin):
             "mean_r_per_layer": _floats(mean_r),
         })
         if pix is not None:
-            summary["pixels_baseline"] = _float(float(np.nanmean(test[:, pix])) if self.selection == "heldout"
+            summary["pixels_baseline"] = _float(float(np.nanmean(test[:, pix])) if self.params.selection == "heldout"
                                                 else float(mean_r[pix]))
             summary["pixels_baseline_note"] = ("pixels layer, scored like the headline (" + (
-                "mean over the held-out folds" if self.selection == "heldout" else "all stimuli") + ")")
+                "mean over the held-out folds" if self.params.selection == "heldout" else "all stimuli") + ")")
         else:
             summary["pixels_baseline"] = None
             summary["pixels_baseline_note"] = "the model has no 'pixels' layer among the scored layers"
         if other.any():
             other_mean = res.r[other].mean(axis=0)
             other_best = _best(other_mean, candidates)
-            if self.selection == "heldout":
+            if self.params.selection == "heldout":
                 at_layer = [_nanmean(test_sites[k][other][:, [c]])[0] for k, c in enumerate(chosen) if c >= 0]
                 at_value = float(np.nanmean(at_layer)) if np.isfinite(at_layer).any() else float("nan")
             else:
@@ -311,15 +303,15 @@ class RSAMetric(MetricPlugin):
                 "optimistic": _float(float(other_mean[other_best])) if other_best >= 0 else None,
                 "optimistic_layer": layers[other_best] if other_best >= 0 else None}
         if res.p is not None:
-            sig_p = fdr_bh(res.p) if self.fdr else res.p
-            sig = (sig_p <= self.alpha) & np.isfinite(sig_p)
+            sig_p = fdr_bh(res.p) if self.params.fdr else res.p
+            sig = (sig_p <= self.params.alpha) & np.isfinite(sig_p)
             table["p"] = _floats(res.p.ravel())
-            if self.fdr:
+            if self.params.fdr:
                 table["q"] = _floats(sig_p.ravel())
             table["n_permutations"] = res.n_used.ravel().tolist()
             table["significant"] = sig.ravel().tolist()
             summary.update(n_significant=int(sig.sum()), n_significant_sites=int(sig.any(axis=1).sum()),
-                           alpha=self.alpha, fdr=self.fdr, n_permutations=self.n_permutations)
+                           alpha=self.params.alpha, fdr=self.params.fdr, n_permutations=self.params.n_permutations)
         is_candidate = np.isin(np.arange(n_layers), candidates)
         details = {"layer_site": table,
                    "layer": {"layer": layers, "layer_index": list(range(n_layers)), "candidate": is_candidate.tolist(),
@@ -377,11 +369,11 @@ class RSAMetric(MetricPlugin):
         layers = list(activations.layers)
         n_layers = len(layers)
         n_stim = len(target.stimulus_ids)
-        candidates = candidate_layers(layers, include_baselines=self.include_pixels)
+        candidates = candidate_layers(layers, include_baselines=self.params.include_pixels)
         pix = layers.index(_PIXELS) if _PIXELS in layers else None
         areas = ordered_areas(list(target.rdms), target.area_order)
         headline, headline_rule = self._headline_rdm_areas(target, areas)
-        conv = self.ceiling
+        conv = self.params.ceiling
         la: dict[str, list] = {k: [] for k in ("layer", "layer_index", "area", "candidate", "n_subjects", "r_mean",
                                                "r_sem", "score_mean", "score_sem")}
         las: dict[str, list] = {k: [] for k in ("layer", "layer_index", "area", "subject", "r", "score")}
@@ -395,14 +387,14 @@ class RSAMetric(MetricPlugin):
             "optimistic_sem", "optimistic_layer", "optimistic_layer_index", "pixels_baseline",
             "noise_ceiling_lower", "noise_ceiling_upper", "percent_of_ceiling", "ceiling_note", "nili_lower",
             "nili_upper", "algonauts2019_lower", "algonauts2019_upper")}
-        if self.n_permutations:
+        if self.params.n_permutations:
             la["p"], la["n_permutations"] = [], []
             at["p"] = []
         per_area: dict[str, dict[str, Any]] = {}
         for area in areas:
             subj = _rdm.upper(_check_rdm_stack(target.rdms[area], area, n_stim))     # (n_subjects, n_pairs)
             n_subj = subj.shape[0]
-            r = _rdm.compare(subj.T, layer_vecs, self.comparison)                   # (n_subjects, n_layers)
+            r = _rdm.compare(subj.T, layer_vecs, self.params.comparison)                   # (n_subjects, n_layers)
             s = convention_scores(r, conv)                                          # r or r^2 per subject
             mean_s, sem_s = s.mean(axis=0), sem(s, axis=0)
             # layers are chosen on the signed comparison in both conventions: squaring (algonauts2019) would
@@ -429,19 +421,20 @@ class RSAMetric(MetricPlugin):
             else:
                 note = (f"{n_subj} subject: no held-out subject to score a committed layer on; only the optimistic "
                         "score exists")
-            ceilings = {"nili": rdm_noise_ceiling(subj, self.comparison, "nili")}
-            if self.comparison == "spearman":
+            ceilings = {"nili": rdm_noise_ceiling(subj, self.params.comparison, "nili")}
+            if self.params.comparison == "spearman":
                 ceilings["algonauts2019"] = rdm_noise_ceiling(subj, "spearman", "algonauts2019")
             sel = ceilings[conv]
-            score = heldout if self.selection == "heldout" else optimistic
+            score = heldout if self.params.selection == "heldout" else optimistic
             percent = 100.0 * score / sel.upper if np.isfinite(sel.upper) and sel.upper != 0 else float("nan")
             pixels = float(mean_s[pix]) if pix is not None else float("nan")
             p = None
-            if self.n_permutations:
-                group = np.mean(_rdm.prepare(subj.T, self.comparison), axis=1, keepdims=True)   # mean over subjects
-                pr = permutation_test(_rdm.prepare(layer_vecs, self.comparison), group, n_stim,
-                                      n_permutations=self.n_permutations, seed=seed, alternative=self.alternative,
-                                      alpha=self.alpha, early_stopping=self.early_stopping)
+            if self.params.n_permutations:
+                prm = self.params
+                group = np.mean(_rdm.prepare(subj.T, prm.comparison), axis=1, keepdims=True)   # mean over subjects
+                pr = permutation_test(_rdm.prepare(layer_vecs, prm.comparison), group, n_stim,
+                                      n_permutations=prm.n_permutations, seed=seed, alternative=prm.alternative,
+                                      alpha=prm.alpha, early_stopping=prm.early_stopping)
                 p = pr.p[0]
                 la["p"] += _floats(p)
                 la["n_permutations"] += pr.n_used[0].tolist()
@@ -463,7 +456,7 @@ class RSAMetric(MetricPlugin):
             las["r"] += _floats(r.ravel())
             las["score"] += _floats(s.ravel())
             _ceiling_rows(cs, area, ceilings)
-            reported = heldout_layer if self.selection == "heldout" else (layers[best] if best >= 0 else None)
+            reported = heldout_layer if self.params.selection == "heldout" else (layers[best] if best >= 0 else None)
             row = {"area": area, "species": target.area_species.get(area), "kind": target.area_kinds.get(area),
                    "group": target.area_group(area), "headline": area in headline, "n_subjects": n_subj,
                    "best_layer": reported, "best_layer_index": layers.index(reported) if reported else -1,
@@ -481,7 +474,7 @@ class RSAMetric(MetricPlugin):
             per_area[area] = row
 
         missing = [a for a in headline if not np.isfinite(per_area[a]["score"])]
-        if missing and self.selection == "heldout":
+        if missing and self.params.selection == "heldout":
             notes = "; ".join(f"{a}: {per_area[a]['heldout_note'] or 'no finite held-out score'}" for a in missing)
             raise DataError(f"rsa: no held-out score for headline area(s) {', '.join(missing)} ({notes}). Use "
                             "--metric-param rsa.selection='optimistic' (labelled optimistic), or declare "
@@ -507,7 +500,7 @@ class RSAMetric(MetricPlugin):
             vals = [per_area[a][key] for a in areas_]
             return float(np.mean(vals)) if vals and all(v is not None and np.isfinite(v) for v in vals) else None
 
-        conv = self.ceiling
+        conv = self.params.ceiling
         summary = self._common_summary(layers, candidates, distance, source)
         summary.update({
             "brain_distance": target.distance, "n_stimuli": len(target.stimulus_ids), "areas": areas,
@@ -520,7 +513,7 @@ class RSAMetric(MetricPlugin):
                                   "the upper bound"),
             "selection_rule": ("leave one subject out: per fold the layer with the highest mean correlation over "
                                "the other subjects (signed, in both conventions) is scored on the held-out subject; "
-                               "mean over folds" if self.selection == "heldout" else
+                               "mean over folds" if self.params.selection == "heldout" else
                                "optimistic: per area the layer with the highest mean correlation over all subjects"),
             "headline_areas": headline, "headline_rule": headline_rule, "area_groups": target.area_groups(),
             "group_scores": {g: mean_over(a, "score") for g, a in target.area_groups().items()},
@@ -538,7 +531,7 @@ class RSAMetric(MetricPlugin):
             "ceiling_note": {a: per_area[a]["ceiling_note"] for a in areas if per_area[a]["ceiling_note"]},
             "noise_ceilings": {c: {a: {"lower": _opt(per_area[a][f"{c}_lower"]),
                                        "upper": _opt(per_area[a][f"{c}_upper"])} for a in areas}
-                               for c in CEILING_CONVENTIONS if c == "nili" or self.comparison == "spearman"},
+                               for c in CEILING_CONVENTIONS if c == "nili" or self.params.comparison == "spearman"},
             "percent_of_ceiling": by_area("percent_of_ceiling"),
             "headline_percent_of_ceiling": (100.0 * value / ceiling if ceiling else None),
             "headline_ceiling": ceiling,

@@ -224,13 +224,7 @@ class BandPowerSignal(SignalPlugin):
         self.windows = [_pair(w, "window") for w in p.windows]
         self.window_names = [f"{_fmt(a)}-{_fmt(b)}" for a, b in self.windows]
         self.baseline = _pair(p.baseline, "baseline")
-        self.reduction = p.reduction
         self.n_cycles = self._resolve_cycles(p.n_cycles)
-        self.subband_width, self.freq_step = float(p.subband_width), float(p.freq_step)
-        self.log, self.zscore, self.responsive_only, self.fdr_q = p.log, p.zscore, p.responsive_only, float(p.fdr_q)
-        self.bipolar, self.reject_trials, self.reject_threshold = p.bipolar, p.reject_trials, float(p.reject_threshold)
-        self.notch = None if p.notch is None else float(p.notch)
-        self.notch_width, self.pad = float(p.notch_width), p.pad
         self.n_jobs = p.n_jobs if p.n_jobs is not None else (os.cpu_count() or 1)
         self._grid = {b: self._band_grid(b) for b in self.bands}
 
@@ -248,14 +242,14 @@ class BandPowerSignal(SignalPlugin):
 
     def _band_grid(self, band: str) -> dict[str, Any]:
         lo, hi = self.bands[band]
-        n = max(2, int(round((hi - lo) / self.freq_step)) + 1)
+        n = max(2, int(round((hi - lo) / self.params.freq_step)) + 1)
         freqs = np.linspace(lo, hi, n)
-        n_sub = max(1, int(math.ceil((hi - lo) / self.subband_width - 1e-9)))
-        edges = [lo + k * self.subband_width for k in range(n_sub)] + [hi]
+        n_sub = max(1, int(math.ceil((hi - lo) / self.params.subband_width - 1e-9)))
+        edges = [lo + k * self.params.subband_width for k in range(n_sub)] + [hi]
         subs = [np.flatnonzero((freqs >= a - 1e-9) & (freqs <= b + 1e-9)) for a, b in zip(edges[:-1], edges[1:])]
         if any(s.size == 0 for s in subs):
             raise ConfigError(f"band-power: band '{band}' ({lo:g}-{hi:g} Hz) has a sub-band without wavelet "
-                              f"frequencies at freq_step={self.freq_step:g} Hz; lower freq_step or raise "
+                              f"frequencies at freq_step={self.params.freq_step:g} Hz; lower freq_step or raise "
                               "subband_width.")
         return {"freqs": freqs, "subbands": subs, "edges": edges}
 
@@ -294,11 +288,11 @@ class BandPowerSignal(SignalPlugin):
         key.update(band=band, band_hz=list(self.bands[band]), window_ms=list(self.windows[wi]),
                    n_cycles=self.n_cycles[band], freqs_hz=[round(float(f), 6) for f in self._grid[band]["freqs"]],
                    method="morlet (mne.time_frequency.morlet, zero_mean)")
-        if self.reduction != "max-subband":
+        if self.params.reduction != "max-subband":
             key["subband_width"] = None
-        if not self.reject_trials:
+        if not self.params.reject_trials:
             key["reject_threshold"] = None
-        if not self.notch:
+        if not self.params.notch:
             key["notch_width"] = None
         return key
 
@@ -347,14 +341,14 @@ class BandPowerSignal(SignalPlugin):
             pos = np.array([stim_pos[s] for s in stims], dtype=np.int64)
             seen[pos] = True
             table, key, data = self._sites(data, channels, subject, dataset, site_pos, sfreq)
-            rejected = (preprocessing.amplitude_rejection(data, threshold=self.reject_threshold)
-                        if self.reject_trials else np.zeros(data.shape[:2], dtype=bool))
+            rejected = (preprocessing.amplitude_rejection(data, threshold=self.params.reject_threshold)
+                        if self.params.reject_trials else np.zeros(data.shape[:2], dtype=bool))
             n_rejected += int(rejected.sum())
             ranges = [self._range(self.baseline, times_ms, "baseline", subject)]
             ranges += [self._range(self.windows[w], times_ms, f"window {self.window_names[w]}", subject)
                        for w in used_windows]
             n_trials, n_ch, n_times = data.shape
-            pad = 0 if self.pad == "none" else min(n_times - 1, self._half_longest(sfreq, freqs, cycles))
+            pad = 0 if self.params.pad == "none" else min(n_times - 1, self._half_longest(sfreq, freqs, cycles))
             log.info("band-power: subject %s, %d trials x %d sites, %d wavelets", subject, n_trials, n_ch, freqs.size)
             power = window_power(data.reshape(n_trials * n_ch, n_times), sfreq, freqs, cycles, ranges,
                                  pad=pad, workers=self.n_jobs).reshape(n_trials, n_ch, freqs.size, len(ranges))
@@ -370,7 +364,7 @@ class BandPowerSignal(SignalPlugin):
                 win = power[:, :, sl, 1 + used_windows.index(w)]
                 bas = base[:, :, sl]
                 value = self._reduce(win / bas, band)
-                if self.log:
+                if self.params.log:
                     value = np.log(value)
                 value[rejected] = np.nan
                 wp = np.where(rejected, np.nan, win.mean(-1))
@@ -433,8 +427,8 @@ class BandPowerSignal(SignalPlugin):
             names = [channels[i] for i in np.flatnonzero(flat)]
             raise DataError(f"Subject '{subject}': channel(s) {names[:5]} are flat (zero variance); mark them bad "
                             "(info['bads']) or remove them.")
-        if self.notch is not None:
-            data = preprocessing.notch(data, sfreq, self.notch, width=self.notch_width, subject=subject)
+        if self.params.notch is not None:
+            data = preprocessing.notch(data, sfreq, self.params.notch, width=self.params.notch_width, subject=subject)
         return data, channels, sfreq, ep.times * 1000.0, stims
 
     def _sites(self, data, channels, subject, dataset, site_pos, sfreq):
@@ -445,7 +439,7 @@ class BandPowerSignal(SignalPlugin):
                             f"'{dataset.name}'; add them (name '<subject>/<channel>') or mark them bad.")
         idx = np.array([site_pos[n] for n in full])
         table = dataset.sites.select(idx)
-        if not self.bipolar:
+        if not self.params.bipolar:
             return table, idx.astype(np.float64), data
         data, pairs = preprocessing.bipolar_reference(data, channels, subject=subject)
         a = np.array([p[0] for p in pairs])
@@ -474,7 +468,7 @@ class BandPowerSignal(SignalPlugin):
 
     def _reduce(self, ratio: np.ndarray, band: str) -> np.ndarray:
         """(n_trials, n_ch, n_freqs) per-frequency ratio -> (n_trials, n_ch)."""
-        if self.reduction == "mean":
+        if self.params.reduction == "mean":
             return ratio.mean(axis=-1)
         subs = self._grid[band]["subbands"]
         return np.max(np.stack([ratio[..., s].mean(axis=-1) for s in subs], axis=-1), axis=-1)
@@ -505,22 +499,22 @@ class BandPowerSignal(SignalPlugin):
 
     def _finish(self, name, reps, wp, bp, sites, dataset, n_rejected) -> Responses:
         data = _nanmean(reps, axis=0)
-        if self.zscore:
+        if self.params.zscore:
             mu = _nanmean(data, axis=0)
             sd = np.sqrt(_nanmean((data - mu) ** 2, axis=0))
             sd = np.where(sd > 0, sd, 1.0)
             data = (data - mu) / sd
             reps = (reps - mu) / sd
-        test = responsive_sites(wp, bp, q=self.fdr_q)
+        test = responsive_sites(wp, bp, q=self.params.fdr_q)
         mask = test["responsive"]
         info = {"signal": name, "parameters": self.parameters(name),
                 "responsive": {"n_sites": int(mask.size), "n_responsive": int(mask.sum()),
-                               "filter_applied": self.responsive_only, "q": self.fdr_q,
+                               "filter_applied": self.params.responsive_only, "q": self.params.fdr_q,
                                "test": "one-sided Wilcoxon signed-rank (window > baseline power over stimuli), "
                                        "Benjamini-Hochberg over sites",
                                "mask": [bool(m) for m in mask]},
                 "n_rejected_trial_sites": n_rejected, "n_missing": int(np.isnan(data).sum())}
-        if self.responsive_only:
+        if self.params.responsive_only:
             keep = np.flatnonzero(mask)
             data, reps, sites = data[:, keep], reps[:, :, keep], sites.select(keep)
             info["responsive"]["mask"] = [True] * keep.size
