@@ -131,7 +131,23 @@ class SignalPlugin(Parametrised, ABC):
 
     @abstractmethod
     def compute(self, dataset: Dataset, names: Sequence[str]) -> dict[str, Target]:
-        """Compute several named signals in one pass; returns ``{name: target}``."""
+        """Compute several named signals in one pass; returns ``{name: target}``.
+
+        Each signal's value must depend on its own name, parameters and the dataset only,
+        never on which other signals are computed with it (a cell's value is a function of
+        its key; finished cells are skipped on re-runs).
+        """
+
+    def check(self, dataset: Dataset, names: Sequence[str]) -> None:
+        """Check the settings of signals ``names`` against ``dataset`` before any computation.
+
+        Called at plan time. Raise :class:`framework.errors.ConfigError` (a setting that
+        cannot work, e.g. a window outside the epochs or a band above the Nyquist frequency)
+        or :class:`framework.errors.DataError` (the data cannot give the signal); log a
+        warning for settings that work but are suspicious. Only cheap facts may be used
+        (``dataset.epochs_meta``, ``dataset.sites``), no loading of recordings.
+        The default checks nothing.
+        """
 
     def parameters(self, name: str) -> dict[str, Any]:
         """JSON-serialisable parameters that define signal ``name`` (cache key, provenance).

@@ -194,6 +194,15 @@ def _resolve_signals(config: RunConfig, registry: Registry, dataset: Dataset
     return {s: offered[s] for s in chosen}, {s: owner[s] for s in chosen}
 
 
+def _check_signals(signals: dict[str, SignalPlugin], dataset: Dataset) -> None:
+    """Let each signal plugin check its chosen signals against the dataset (plan time, no computation)."""
+    groups: dict[int, tuple[SignalPlugin, list[str]]] = {}
+    for name, plugin in signals.items():
+        groups.setdefault(id(plugin), (plugin, []))[1].append(name)
+    for plugin, names in groups.values():
+        plugin.check(dataset, names)
+
+
 def _resolve_metrics(config: RunConfig, registry: Registry, target_kind: str) -> tuple[dict[str, MetricPlugin],
                                                                                       list[str]]:
     names = _expand(config.metrics, registry.names("metric"), "metric", "--metrics")
@@ -285,6 +294,7 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> Plan:
     check_plugin_params(config, registry)
     dataset = load_dataset(config, registry)
     signals, owners = _resolve_signals(config, registry, dataset)
+    _check_signals(signals, dataset)
     target_kind = "rdms" if dataset.kind == "rdms" else "responses"
     metrics, notes = _resolve_metrics(config, registry, target_kind)
     cells = []

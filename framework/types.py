@@ -297,6 +297,38 @@ class BrainRDMs:
 Target = Responses | BrainRDMs
 
 
+@dataclass(frozen=True)
+class EpochsMeta:
+    """What is known of one subject's epochs before any computation on them.
+
+    Filled by the dataset plugin when it loads (from the file headers), so signal
+    plugins can check their settings against the recordings at plan time
+    (:meth:`framework.contracts.SignalPlugin.check`).
+
+    Parameters
+    ----------
+    sfreq : float
+        Sampling rate in Hz.
+    tmin_ms, tmax_ms : float
+        Time of the first and last sample of an epoch, in ms relative to stimulus onset.
+    n_epochs : int
+        Number of epochs (trials).
+    channels : tuple of str
+        The good site channels, in file order (as in the site table).
+    """
+
+    sfreq: float
+    tmin_ms: float
+    tmax_ms: float
+    n_epochs: int
+    channels: tuple[str, ...] = ()
+
+    @property
+    def nyquist(self) -> float:
+        """Half the sampling rate, in Hz."""
+        return self.sfreq / 2.0
+
+
 @dataclass
 class Dataset:
     """A stimulus set plus one kind of brain data.
@@ -322,6 +354,9 @@ class Dataset:
     area_order : tuple of str
     truth : dict, optional
         Planted ground truth (the demo dataset), keyed by name.
+    epochs_meta : mapping of subject -> EpochsMeta, optional
+        Sampling rate, time span and channels of each subject's epochs, known without
+        reading the data (plan-time checks of signal settings). Set with ``epochs``.
     """
 
     name: str
@@ -334,6 +369,7 @@ class Dataset:
     area_order: tuple[str, ...] = DEFAULT_AREA_ORDER
     truth: dict[str, Any] | None = None
     description: str = ""
+    epochs_meta: Mapping[str, EpochsMeta] | None = None
 
     def __post_init__(self) -> None:
         given = [k for k in ("epochs", "responses", "rdms") if getattr(self, k) is not None]
