@@ -20,6 +20,31 @@ from framework.errors import ConfigError, FrameworkError
 log = logging.getLogger("framework")
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TERMINATED = 128 + 15
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM (``kill``, a batch system's time limit), so the run
+    stops exactly as on Ctrl-C: the cell in progress is dropped, finished cells stay in the
+    store, temporary files are removed, and re-running resumes."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _handle_sigterm() -> None:
+    """Turn SIGTERM into :class:`Terminated` (main thread only; a no-op elsewhere, e.g. in a
+    notebook's worker thread)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _interrupted_code(exc: KeyboardInterrupt) -> int:
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
 
 
 def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
@@ -54,17 +79,29 @@ def _plugin_params(values: list[str] | None, option: str) -> dict[str, dict[str,
 
 
 def _layers_option(value: str | None) -> dict[str, list[str]] | None:
+    """Parse ``--layers``: ``a,b`` for every model or ``model=a,b;model2=c`` per model.
+
+    Empty lists and malformed parts are refused (they used to be dropped silently).
+    """
     if value is None:
         return None
+    usage = "expects a,b,c (every model) or MODEL=a,b;MODEL2=c (per model)"
+    if not value.strip():
+        raise ConfigError(f"Option --layers is empty; it {usage}, or leave it out for each model's defaults.")
     out: dict[str, list[str]] = {}
     for part in value.split(";"):
         if not part.strip():
             continue
         name, sep, layers = part.partition("=")
-        if sep:
-            out[name.strip()] = [x.strip() for x in layers.split(",") if x.strip()]
-        else:
-            out["*"] = [x.strip() for x in part.split(",") if x.strip()]
+        name = name.strip() if sep else "*"
+        text = layers if sep else part
+        names = [x.strip() for x in text.split(",")]
+        if not name or "=" in text or not all(names):
+            raise ConfigError(f"Option --layers has a malformed part '{part.strip()}'; it {usage}.")
+        if name in out:
+            where = "every model" if name == "*" else f"model '{name}'"
+            raise ConfigError(f"Option --layers gives layers for {where} twice; give one list per model.")
+        out[name] = names
     return out
 
 
@@ -79,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--signals", help="'all', signal names (lowgamma@150-350), bands (lowgamma) or plugin ids")
     run.add_argument("--metrics", help="'all' or a comma list (default: rsa)")
     run.add_argument("--dataset", help="registered dataset name (default: demo) or the path of a dataset TOML file")
-    run.add_argument("--store", type=Path, help="directory for results, caches and leaderboard (default: ./results)")
+    run.add_argument("--store", help="directory for results, caches and leaderboard (default: ./results)")
     run.add_argument("--weights", choices=["auto", "pretrained", "random"],
                      help="auto (default): pretrained if available, else seeded random init")
     run.add_argument("--weights-file", action="append", metavar="MODEL=PATH",
@@ -242,10 +279,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         summary = run(config, on_plan=announce)
-    except KeyboardInterrupt:
-        print(f"framework: interrupted; finished cells are saved in '{config.store}'. Run the same command "
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"framework: {how}; finished cells are saved in '{config.store}'. Run the same command "
               "again to resume.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted_code(exc)
     for name, info in summary.signal_info.items():
         resp = info.get("responsive")
         if resp:
@@ -298,14 +336,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
     handlers = {"run": cmd_run, "list": cmd_list, "layers": cmd_layers, "leaderboard": cmd_leaderboard}
+    _handle_sigterm()
     try:
         return handlers[args.command](args)
     except FrameworkError as exc:
         print(f"framework: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("framework: interrupted.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        print("framework: terminated (SIGTERM)." if isinstance(exc, Terminated) else "framework: interrupted.",
+              file=sys.stderr)
+        return _interrupted_code(exc)
     except BrokenPipeError:  # output piped into `head` and the like
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
 from framework.errors import ConfigError, did_you_mean
 
@@ -68,9 +68,9 @@ class RunConfig(BaseModel):
     metric_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     dataset_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     reduction: dict[str, Any] | None = None
-    batch_size: int = Field(default=32, gt=0, le=4096)
-    seed: int = Field(default=0, ge=0)
-    progress: bool | None = None
+    batch_size: StrictInt = Field(default=32, gt=0, le=4096)
+    seed: StrictInt = Field(default=0, ge=0)
+    progress: StrictBool | None = None
 
     @field_validator("models", "signals", "metrics", mode="before")
     @classmethod
@@ -84,7 +84,32 @@ class RunConfig(BaseModel):
     @classmethod
     def _layers(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: _split_names(v) for k, v in value.items()}
+            value = {k: _split_names(v) for k, v in value.items()}
+            for model, names in value.items():
+                if isinstance(names, list) and not names:
+                    raise ValueError(f"the layer list for '{model}' is empty; give layer names "
+                                     "(`framework layers MODEL` lists them) or leave the option out")
+                if isinstance(names, list):
+                    seen: set[str] = set()
+                    dups = [n for n in names if n in seen or seen.add(n)]  # type: ignore[func-returns-value]
+                    if dups:
+                        raise ValueError(f"layer '{dups[0]}' is listed twice for '{model}'; list each layer once")
+        return value
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty, which would write into the current folder; give a directory "
+                             "such as 'results'")
+        return value
+
+    @field_validator("reduction", mode="before")
+    @classmethod
+    def _reduction(cls, value: Any) -> Any:
+        from framework.activation_cache import normalise_reduction
+
+        normalise_reduction(value)  # raises ConfigError naming the bad key or value
         return value
 
 
@@ -99,15 +124,18 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
             field = str(err["loc"][0])
             parts.append(f"unknown field '{loc}'.{did_you_mean(field, FIELDS)}")
         else:
+            msg = err["msg"].removeprefix("Value error, ")
             got = err.get("input")
             got_text = f" (got {got!r})" if not isinstance(got, dict) and got is not None else ""
-            parts.append(f"field '{loc}': {err['msg']}{got_text}")
+            parts.append(f"field '{loc}': {msg}{got_text}")
     return f"Invalid run configuration in {source}: " + "; ".join(parts) + ". Fix the value and run again."
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
     """Read a run TOML file into a dict of fields (paths resolved against the file's folder)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"Config file '{path}' is a directory; give the path of a run TOML file to --config.")
     if not path.is_file():
         raise ConfigError(f"Config file '{path}' does not exist; check the path given to --config.")
     try:
@@ -124,7 +152,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
         data = data["run"]
     base = path.parent
     for key in ("store",):
-        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+        if isinstance(data.get(key), str) and data[key].strip() and not Path(data[key]).is_absolute():
             data[key] = str(base / data[key])
     dataset = data.get("dataset")
     if isinstance(dataset, str) and dataset.endswith(".toml") and not Path(dataset).is_absolute():

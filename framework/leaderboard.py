@@ -189,25 +189,45 @@ def render_terminal(boards: list[Board]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def md_cell(value: Any) -> str:
+    """``value`` as the text of one Markdown table cell: ``|`` escaped, HTML tags and line breaks
+    neutralised, so a plugin, model or signal name cannot break the table or inject markup."""
+    text = " ".join(str(value).split())
+    return (text.replace("\\", "\\\\").replace("|", "\\|").replace("&", "&amp;")
+            .replace("<", "&lt;").replace(">", "&gt;"))
+
+
+#: First characters that make a spreadsheet read a CSV cell as a formula (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: Any) -> Any:
+    """A text cell for the CSV with a leading formula character neutralised by a ``'`` prefix;
+    numbers and empty values are returned unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def render_markdown(boards: list[Board]) -> str:
     lines = ["# Leaderboard", ""]
     if not boards:
         lines.append("No scores in the store yet.")
     for b in boards:
-        lines.append(f"## {b.metric} on {b.dataset}")
+        lines.append(f"## {md_cell(b.metric)} on {md_cell(b.dataset)}")
         lines.append("")
         if b.headline:
-            lines.append(f"Headline: {b.headline}")
+            lines.append(f"Headline: {md_cell(b.headline)}")
             lines.append("")
         lines.append("Models ranked by the mean of the headline over signals (signals without a value, e.g. no "
                      "significant pair, are left out of the mean and shown as —). A value stored with a "
                      "confidence interval is shown as `value [low, high]`.")
         lines.append("")
-        header = ["rank", "model", "weights", "mean", "best signal", *b.signals]
+        header = ["rank", "model", "weights", "mean", "best signal", *(md_cell(s) for s in b.signals)]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join("---" for _ in header) + "|")
         for rank, e in zip(_rank_labels(b.entries), b.entries):
-            cells = [rank, e.model, e.weights, _fmt(e.mean), e.best_signal or "—",
+            cells = [rank, md_cell(e.model), md_cell(e.weights), _fmt(e.mean), md_cell(e.best_signal or "—"),
                      *[_fmt_ci(e.values.get(s), e.cis.get(s)) for s in b.signals]]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
@@ -420,7 +440,7 @@ def write_leaderboard(store: ResultsStore, headlines: dict[str, str] | None = No
               "p_value", "best_layer", "weights_digest", "dataset_digest", "seconds", "cell_key"]
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
-    writer.writerows(csv_rows)
+    writer.writerows({k: csv_text(v) for k, v in row.items()} for row in csv_rows)
     paths = [directory / name for name in FILES]
     _atomic_write(paths[0], buf.getvalue())
     _atomic_write(paths[1], render_markdown(boards))

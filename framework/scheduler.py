@@ -238,6 +238,13 @@ def _resolve_models(config: RunConfig, registry: Registry) -> list[ModelChoice]:
     for name in names:
         weights = "random" if name.endswith(RANDOM_SUFFIX) else config.weights
         wf = config.weights_files.get(name)
+        if wf is not None and name.endswith(RANDOM_SUFFIX):
+            raise ConfigError(f"Model '{name}' is the random-init control, but a weights file is given for it "
+                              f"(option --weights-file {name}={wf}); give the file to "
+                              f"'{name[:-len(RANDOM_SUFFIX)]}' instead, or drop it.")
+        if wf is not None and Path(wf).is_dir():
+            raise DataError(f"Weights file '{wf}' for model '{name}' is a directory (option --weights-file); "
+                            "give the path of a .safetensors, .pt or .pth file inside it.")
         if wf is not None and not Path(wf).is_file():
             raise DataError(f"Weights file '{wf}' for model '{name}' does not exist (option --weights-file); "
                             "give the path of a .safetensors, .pt or .pth file.")
@@ -456,7 +463,9 @@ class Scheduler:
         The model would resolve its weights before extracting anyway: offline a pretrained
         load fails fast (``weights="auto"`` falls back to seeded random init), otherwise the
         checkpoint is read. Only the first model with pending cells stays loaded (memory);
-        the others are built again when their turn comes.
+        the others are built again when their turn comes. Weights the user asked for
+        explicitly (``weights="pretrained"`` or a weights file) that cannot be resolved stop
+        the run with the model's :class:`FrameworkError`, before any computation.
         """
         done = self.store.done_keys()
         scored_before = self.store.done_plan_keys()
@@ -471,6 +480,10 @@ class Scheduler:
                 model = _build_model(self._registry, choice, self.plan.config.seed)
                 weights = model.weights_info()
             except Exception as exc:
+                if isinstance(exc, FrameworkError) and (choice.weights == "pretrained" or choice.weights_file):
+                    # The user asked for these weights: a missing download or a bad file is bad input,
+                    # reported before any computation (exit 2), not a row of failed cells.
+                    raise
                 if not isinstance(exc, FrameworkError):
                     log.debug("Model failure:\n%s", traceback.format_exc())
                 text = f"model '{name}' failed: {_error_text(exc)}"
@@ -555,9 +568,9 @@ class Scheduler:
         plan = self.plan
         t_start = time.perf_counter()
         summary = RunSummary(self.run_id, len(plan.cells))
-        self.store.start_run(self.run_id, plan.config.model_dump(mode="json"))
         with _logs_around_bars(self.show_progress):
-            works = self._identify(summary)
+            works = self._identify(summary)  # before the run is recorded: bad weights stop it here
+            self.store.start_run(self.run_id, plan.config.model_dump(mode="json"))
             if summary.n_skipped:
                 log.info("%d of %d cells already in the store (same inputs and weights); skipping them.",
                          summary.n_skipped, len(plan.cells))

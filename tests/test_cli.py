@@ -138,7 +138,9 @@ def test_config_file_drives_the_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_keeps_finished_cells_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize(("sig", "code", "words"), [(signal.SIGINT, 130, "interrupted"),
+                                                    (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_keeps_finished_cells_and_says_how_to_resume(tmp_path, sig, code, words):
     env = _env(FRAMEWORK_PLUGINS="fake_plugins")
     args = ["run", "--dataset", "fake-responses", "--models", "fake-net,fake-net2", "--signals", "fake-signal",
             "--metrics", "fake-corr", "--metric-param", "fake-corr.sleep=0.7", "--store", str(tmp_path),
@@ -152,8 +154,15 @@ def test_ctrl_c_keeps_finished_cells_and_says_how_to_resume(tmp_path):
     deadline = time.time() + 120
     while _count(db) < 1 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "interrupted; finished cells are saved" in err and "Traceback" not in err
+    assert proc.returncode == code, err
+    assert f"{words}; finished cells are saved" in err.strip().splitlines()[-1] and "Traceback" not in err
     assert 1 <= _count(db) < 4
+    # the run resumes: the finished cell is skipped, the others are scored, nothing is duplicated
+    done = _count(db)
+    again = subprocess.run([sys.executable, "-m", "framework.cli", *args], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert f"{done} skipped" in again.stderr
+    assert _count(db) == 4

@@ -7,7 +7,7 @@ from scipy import stats
 
 import fake_plugins
 from framework.config import RunConfig
-from framework.errors import PluginError
+from framework.errors import DataError, PluginError
 from framework.scheduler import run
 from framework.store import ResultsStore
 
@@ -104,10 +104,11 @@ def test_signal_failure_is_recorded_per_cell(fake_registry, tmp_path):
     assert all("simulated signal failure" in e for _, e in summary.failures)
 
 
-def test_unavailable_pretrained_weights_fail_the_models_cells(fake_registry, tmp_path):
-    summary = run(_config(tmp_path, weights="pretrained"), registry=fake_registry)
-    assert summary.n_failed == 4
-    assert all("not available offline" in e for _, e in summary.failures)
+def test_unavailable_pretrained_weights_stop_the_run_before_any_work(fake_registry, tmp_path):
+    with pytest.raises(DataError, match="not available offline"):
+        run(_config(tmp_path, weights="pretrained"), registry=fake_registry)
+    assert _rows(tmp_path) == []
+    assert not (tmp_path / "store" / "cache").exists()   # no signal computed, nothing extracted
 
 
 def test_random_suffix_forces_random_weights(fake_registry, tmp_path):

@@ -1,0 +1,206 @@
+"""The bad-input catalogue: every input a user can get wrong, through `framework run` end to end.
+
+Each case runs the command in-process (``framework.cli.main``) against a store that already holds
+finished cells, and asserts what a user must see:
+
+* an error: exit status 2, exactly one line on stderr starting with ``framework: error:`` that
+  names the input (and usually the fix), no traceback, no work done (no cache written), and the
+  store's earlier rows untouched;
+* a warning (valid but suspicious input): the run completes and one warning line names the input.
+
+Categories: CLI options, config files, stores; the dataset, epochs, image, RDM, responses and
+weights categories live in :mod:`tests.test_bad_inputs_data`. Cases are data: add a row to a table.
+"""
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from framework import cli
+
+BASE = ["run", "--dataset", "fake-responses", "--models", "fake-net", "--signals", "fake-signal",
+        "--metrics", "fake-corr", "--no-progress", "-q"]
+
+
+@dataclass
+class Case:
+    """One bad input: the command line (``{tmp}`` is the case's folder, ``{store}`` its store),
+    files to write first (path relative to ``{tmp}`` -> bytes), and words the one line must contain."""
+
+    id: str
+    argv: list[str]
+    match: list[str]
+    files: dict[str, bytes] = field(default_factory=dict)
+    base: bool = True
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str]:
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    return code, err
+
+
+def _ok_rows(store: Path) -> list[tuple]:
+    with sqlite3.connect(store / "results.sqlite") as conn:
+        return sorted(conn.execute("select cell_key, value from scores where status='ok'").fetchall())
+
+
+@pytest.fixture(scope="module")
+def template_store(tmp_path_factory):
+    """A store holding the finished cells of the base run (what a bad input must never lose)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FRAMEWORK_PLUGINS", "fake_plugins")
+    mp.setenv("FRAMEWORK_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    store = tmp_path_factory.mktemp("template") / "store"
+    try:
+        assert cli.main([*BASE, "--store", str(store)]) == 0
+    finally:
+        mp.undo()
+    return store
+
+
+def check_bad_input(case: Case, tmp_path: Path, template_store: Path, capsys) -> str:
+    """Run ``case`` against a copy of the template store; assert the one-line contract; return the line."""
+    store = tmp_path / "store"
+    shutil.copytree(template_store, store)
+    shutil.rmtree(store / "cache", ignore_errors=True)
+    before = _ok_rows(store)
+    for rel, data in case.files.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    fill = {"tmp": str(tmp_path), "store": str(store)}
+    argv = [a.format(**fill) for a in case.argv]
+    if case.base:
+        argv = [*BASE, *([] if "--store" in argv else ["--store", str(store)]), *argv]
+    code, err = _run(argv, capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    line = lines[0]
+    assert line.startswith("framework: error: "), line
+    for word in case.match:
+        assert word.format(**fill) in line, line
+    assert _ok_rows(store) == before                    # nothing already in the store is lost
+    assert not (store / "cache").exists()               # stopped before any work
+    return line
+
+
+NOT_UTF8 = "models = ['fake-net']\n# caf\xe9\n".encode("latin-1")
+
+CLI_OPTIONS = [
+    Case("unknown-model", ["--models", "fake-nett"], ["Unknown model 'fake-nett'", "Did you mean 'fake-net'"]),
+    Case("unknown-signal", ["--signals", "rsp"], ["Unknown signal 'rsp'", "'resp'"]),
+    Case("unknown-metric", ["--metrics", "fake-cor"], ["Unknown metric 'fake-cor'", "'fake-corr'"]),
+    Case("unknown-dataset", ["--dataset", "fake-respones"], ["Unknown dataset 'fake-respones'"]),
+    Case("all-with-names", ["--models", "all,fake-net"], ["'all' cannot be combined", "--models"]),
+    Case("empty-models", ["--models", ","], ["models", "at least one name"]),
+    Case("layers-empty", ["--layers", ""], ["--layers is empty"]),
+    Case("layers-empty-list", ["--layers", "fake-net="], ["malformed part 'fake-net='"]),
+    Case("layers-blank-name", ["--layers", "means,,proj"], ["malformed part"]),
+    Case("layers-two-equals", ["--layers", "fake-net=means=proj"], ["malformed part"]),
+    Case("layers-twice-per-model", ["--layers", "fake-net=means;fake-net=proj"], ["twice"]),
+    Case("layers-duplicate", ["--layers", "means,means"], ["'means' is listed twice"]),
+    Case("layers-unknown", ["--layers", "means,mean"], ["Unknown layer 'mean'", "Did you mean 'means'"]),
+    Case("layers-other-model", ["--layers", "alexnet=conv1"], ["layers names model 'alexnet'"]),
+    Case("store-empty", ["--store", ""], ["store", "empty"]),
+    Case("batch-size-zero", ["--batch-size", "0"], ["batch_size", "greater than 0"]),
+    Case("seed-negative", ["--seed", "-1"], ["seed", "greater than or equal to 0"]),
+    Case("metric-param-unknown", ["--metric-param", "fake-corr.sleeep=1"], ["sleeep", "Did you mean 'sleep'"]),
+    Case("metric-param-type", ["--metric-param", "fake-corr.sleep=abc"], ["sleep", "'abc'"]),
+    Case("metric-param-malformed", ["--metric-param", "sleep=1"], ["PLUGIN.PARAM=VALUE"]),
+    Case("metric-param-no-value", ["--metric-param", "fake-corr.sleep"], ["NAME=VALUE"]),
+    Case("signal-param-unknown-plugin", ["--signal-param", "band-powr.x=1"], ["band-powr"]),
+    Case("dataset-param-unknown", ["--dataset-param", "fake-responses.noize=1"], ["noize", "'noise'"]),
+    Case("model-param-unknown", ["--model-param", "fake-net.fial=true"], ["fial", "'fail'"]),
+    Case("model-param-type", ["--model-param", "fake-net.fail=1"], ["fail", "true or false"]),
+    Case("weights-file-missing", ["--weights-file", "fake-net={tmp}/missing.pt"], ["missing.pt' ", "does not exist"]),
+    Case("weights-file-directory", ["--weights-file", "fake-net={tmp}"], ["'{tmp}'", "is a directory"]),
+    Case("weights-file-random-control", ["--models", "fake-net:random", "--weights-file",
+                                         "fake-net:random={tmp}/w.pt"], ["random-init control", "'fake-net'"],
+         files={"w.pt": b"x"}),
+    Case("weights-file-other-model", ["--weights-file", "alexnet={tmp}/w.pt"], ["model 'alexnet'"],
+         files={"w.pt": b"x"}),
+    Case("weights-file-malformed", ["--weights-file", "{tmp}/w.pt"], ["--weights-file", "NAME=VALUE"]),
+    Case("weights-pretrained-offline", ["--weights", "pretrained"], ["not available offline"]),
+]
+
+CONFIG_FILES = [
+    Case("config-missing", ["--config", "{tmp}/none.toml"], ["none.toml' does not exist"]),
+    Case("config-directory", ["--config", "{tmp}"], ["'{tmp}'", "directory"]),
+    Case("config-bad-toml", ["--config", "{tmp}/run.toml"], ["run.toml", "not valid TOML"],
+         files={"run.toml": b"models = [fake-net\n"}),
+    Case("config-not-utf8", ["--config", "{tmp}/run.toml"], ["run.toml", "not UTF-8"],
+         files={"run.toml": NOT_UTF8}),
+    Case("config-unknown-field", ["--config", "{tmp}/run.toml"], ["unknown field 'modles'", "'models'"],
+         files={"run.toml": b'modles = ["fake-net"]\n'}),
+    Case("config-batch-size-bool", ["--config", "{tmp}/run.toml"], ["batch_size", "valid integer"],
+         files={"run.toml": b"batch_size = true\n"}),
+    Case("config-batch-size-string", ["--config", "{tmp}/run.toml"], ["batch_size", "'32'"],
+         files={"run.toml": b'batch_size = "32"\n'}),
+    Case("config-progress-int", ["run", "--config", "{tmp}/run.toml", "--store", "{store}"],
+         ["progress", "boolean"], files={"run.toml": b"progress = 1\n"}, base=False),
+    Case("config-store-empty", ["run", "--config", "{tmp}/run.toml"], ["store", "empty"],
+         files={"run.toml": b'store = ""\n'}, base=False),
+    Case("config-weights-mode", ["--config", "{tmp}/run.toml"], ["weights", "'auto'"],
+         files={"run.toml": b'weights = "imagenet"\n'}),
+    Case("config-reduction-method", ["--config", "{tmp}/run.toml"], ["'foo'", "reduction method", "'srp'"],
+         files={"run.toml": b'[reduction]\nmethod = "foo"\nn_components = 3\n'}),
+    Case("config-reduction-missing-key", ["--config", "{tmp}/run.toml"], ["reduction needs", "n_components"],
+         files={"run.toml": b'[reduction]\nmethod = "srp"\n'}),
+    Case("config-reduction-unknown-key", ["--config", "{tmp}/run.toml"], ["unknown keys", "n_component"],
+         files={"run.toml": b'[reduction]\nmethod = "srp"\nn_component = 3\n'}),
+    Case("config-reduction-bool", ["--config", "{tmp}/run.toml"], ["n_components", "integer"],
+         files={"run.toml": b'[reduction]\nmethod = "srp"\nn_components = true\n'}),
+    Case("config-layers-empty", ["--config", "{tmp}/run.toml"], ["layer list for 'fake-net' is empty"],
+         files={"run.toml": b'[layers]\nfake-net = []\n'}),
+    Case("config-layers-duplicate", ["--config", "{tmp}/run.toml"], ["'proj' is listed twice"],
+         files={"run.toml": b'[layers]\nfake-net = ["proj", "proj"]\n'}),
+    Case("config-metric-params-unknown", ["--config", "{tmp}/run.toml"], ["fake-cor", "metric_params"],
+         files={"run.toml": b'[metric_params.fake-cor]\nsleep = 1\n'}),
+    Case("config-models-not-list", ["run", "--config", "{tmp}/run.toml", "--store", "{store}"], ["models"],
+         files={"run.toml": b"models = 3\n"}, base=False),
+]
+
+
+@pytest.fixture
+def _fake_plugins(monkeypatch):
+    monkeypatch.setenv("FRAMEWORK_PLUGINS", "fake_plugins")
+
+
+@pytest.mark.usefixtures("_fake_plugins")
+@pytest.mark.parametrize("case", CLI_OPTIONS + CONFIG_FILES, ids=lambda c: c.id)
+def test_bad_input_stops_before_work_with_one_line(case, tmp_path, template_store, capsys):
+    check_bad_input(case, tmp_path, template_store, capsys)
+
+
+# --------------------------------------------------------------------------------------
+# names a plugin author or dataset file controls cannot break or inject into the exports
+# --------------------------------------------------------------------------------------
+def test_markdown_and_csv_leaderboards_neutralise_names(tmp_path):
+    import csv
+
+    from framework.leaderboard import write_leaderboard
+    from framework.store import Cell, ResultsStore
+    from framework.types import Score
+
+    model, signal = "net|<script>alert(1)</script>", "=HYPERLINK(\"http://x\")"
+    with ResultsStore(tmp_path) as store:
+        store.record_score(Cell("k1", "ds", model, signal, "m"), Score(0.5), run_id="r", weights_source="random",
+                           weights_label="@SUM(A1)", provenance={}, started_at=0.0, seconds=0.0)
+        write_leaderboard(store)
+    md = (tmp_path / "leaderboard.md").read_text()
+    table = [ln for ln in md.splitlines() if ln.startswith("| 1 ")]
+    assert len(table) == 1
+    assert "<script>" not in md and "&lt;script&gt;" in md
+    header = next(ln for ln in md.splitlines() if ln.startswith("| rank"))
+    assert table[0].replace("\\|", "").count("|") == header.count("|")   # the name's pipe does not add a column
+    with open(tmp_path / "leaderboard.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert row["signal"] == "'" + signal and row["model"] == model
+    assert not any(v.startswith(("=", "+", "@")) for v in row.values())
