@@ -4,17 +4,23 @@ Layout under ``root``::
 
     <key>/meta.json          layer order, file names, widths, stimulus ids, provenance (info)
     <key>/layer_000.npy      (n_stimuli, n_features) float32, one file per layer, in layer order
+    <key>/checksums.json     size and XXH3-128 hash of meta.json and every layer file
     <key>.<rid>/...          a reduced copy (SRP or PCA) derived from entry <key>
     .tmp-<key16>-<host>-<pid>-<rand>/   an extraction in progress
 
 An extraction streams each batch straight into its per-layer ``.npy`` files (created with
 :func:`numpy.lib.format.open_memmap`, filled with positioned writes from one writer thread
 that overlaps the writes with the next forward pass) inside a temporary directory, writes
-``meta.json`` last, then renames the directory to its key in one atomic step.
-:meth:`ActivationCache.get` only accepts a directory with a complete ``meta.json`` and files
-of the recorded shapes, so an interrupted run leaves nothing it would serve; temporary
-directories of dead processes (or older than :data:`STALE_AGE_S`) are removed. Peak memory is
-two batches of activations, whatever the number of stimuli and layers.
+``meta.json`` and the checksums (:func:`framework.fileio.write_checksums`) last, then renames
+the directory to its key in one atomic step. :meth:`ActivationCache.get` only accepts a
+directory whose files match their checksums (verified on the entry's first use in a process,
+then only when a file's size or times change), whose ``meta.json`` is complete, whose files have
+the recorded shapes and, when the caller gives them, whose stimulus ids are the expected ones.
+Anything else is logged as a warning naming the entry and what differed, the entry is
+discarded and ``get`` returns None, so the caller extracts again: an interrupted run, flipped
+bytes, an edited ``meta.json`` or an entry of an older version without checksums never give a
+score. Temporary directories of dead processes (or older than :data:`STALE_AGE_S`) are removed.
+Peak memory is two batches of activations, whatever the number of stimuli and layers.
 """
 from __future__ import annotations
 
@@ -23,9 +29,6 @@ import logging
 import os
 import re
 import shutil
-import socket
-import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
@@ -36,6 +39,15 @@ import numpy as np
 
 from framework.contracts import ModelPlugin, WeightsInfo
 from framework.errors import ConfigError, DataError, PluginError
+from framework.fileio import (
+    STALE_AGE_S,
+    ChecksumError,
+    clean_stale_temp_dirs,
+    discard_dir,
+    make_temp_dir,
+    verify_checksums,
+    write_checksums,
+)
 from framework.types import Activations, StimulusSet, digest_of
 from framework.validation import check_option
 
@@ -43,8 +55,6 @@ log = logging.getLogger("framework.activation_cache")
 
 #: Version of the on-disk layout; part of every key.
 FORMAT_VERSION = 1
-#: A temporary directory older than this (seconds) is stale even if its process may live.
-STALE_AGE_S = 24 * 3600.0
 #: Bytes of float64 work arrays per chunk when reducing (bounds memory).
 CHUNK_BYTES = 64 << 20
 REDUCTION_METHODS = ("srp", "pca")
@@ -96,14 +106,12 @@ def reduction_id(reduction: dict[str, Any]) -> str:
     return digest_of("reduction", normalise_reduction(reduction))[:16]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _ids_difference(got: tuple[str, ...], expected: tuple[str, ...]) -> str:
+    """One phrase saying how stimulus ids ``got`` differ from ``expected``."""
+    if len(got) != len(expected):
+        return f"has {len(got)} stimulus ids, expected {len(expected)}"
+    i = next(k for k, (a, b) in enumerate(zip(got, expected)) if a != b)
+    return f"has stimulus id '{got[i]}' at position {i}, expected '{expected[i]}'"
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
@@ -157,65 +165,76 @@ class ActivationCache:
         return self.root / key
 
     # -- reading ----------------------------------------------------------------------------
-    def get(self, key: str) -> Activations | None:
-        """The cached activations of ``key``, memory-mapped read-only, or None when absent or incomplete."""
+    def get(self, key: str, *, stimulus_ids: Sequence[str] | None = None) -> Activations | None:
+        """The cached activations of ``key``, memory-mapped read-only, or None on a miss.
+
+        Parameters
+        ----------
+        key : str
+            From :meth:`key`.
+        stimulus_ids : sequence of str, (n_stimuli,), optional
+            The ids the caller expects, in order; an entry recorded with other ids is damaged.
+
+        Returns
+        -------
+        Activations or None
+            None when the entry is absent or incomplete (no ``meta.json``: silently), or damaged:
+            a file differs from its checksums (verified on the entry's first use in this process,
+            see :func:`framework.fileio.verify_checksums`), it has no checksums (an older
+            version's entry, which cannot be verified), ``meta.json`` or a layer file does not
+            match, or the stimulus ids differ. A damaged entry is logged as a warning naming it
+            and what differed, and discarded, so the caller extracts it again.
+        """
         directory = self.path(key)
         meta_path = directory / "meta.json"
         if not meta_path.is_file():
             return None
         try:
+            verify_checksums(directory)
             meta = json.loads(meta_path.read_text())
             if meta.get("format") != FORMAT_VERSION or meta.get("key") != key:
-                raise ValueError(f"format {meta.get('format')} / key {meta.get('key')}")
-            n = len(meta["stimulus_ids"])
+                raise ValueError(f"meta.json has format {meta.get('format')} and key {meta.get('key')}, "
+                                 f"expected {FORMAT_VERSION} and this key")
+            ids = tuple(meta["stimulus_ids"])
+            if stimulus_ids is not None and ids != tuple(stimulus_ids):
+                raise ValueError(f"meta.json {_ids_difference(ids, tuple(stimulus_ids))}")
             arrays: dict[str, np.ndarray] = {}
             for layer, fname, width in zip(meta["layers"], meta["files"], meta["n_features"], strict=True):
                 arr = np.load(directory / fname, mmap_mode="r")
-                if arr.shape != (n, width) or arr.dtype != np.float32:
-                    raise ValueError(f"{fname} is {arr.shape} {arr.dtype}, expected ({n}, {width}) float32")
+                if arr.shape != (len(ids), width) or arr.dtype != np.float32:
+                    raise ValueError(f"{fname} is {arr.shape} {arr.dtype}, expected ({len(ids)}, {width}) float32")
                 arrays[layer] = arr
-        except Exception as exc:  # damaged entry: treat as a miss, it will be rebuilt
-            log.warning("Activation cache entry '%s' is damaged (%s: %s); it will be re-extracted.",
-                        directory, type(exc).__name__, exc)
+        except Exception as exc:  # damaged entry: never served, discarded and rebuilt
+            detail = "; ".join(exc.problems) if isinstance(exc, ChecksumError) else f"{type(exc).__name__}: {exc}"
+            log.warning("Activation cache entry '%s' is damaged (%s); it is discarded and will be re-extracted.",
+                        directory, detail)
+            discard_dir(directory, _TMP_PREFIX, key[:16])
             return None
-        return Activations(arrays, tuple(meta["stimulus_ids"]), meta["info"])
+        return Activations(arrays, ids, meta["info"])
 
     # -- housekeeping -----------------------------------------------------------------------
     def clean_stale(self) -> list[Path]:
         """Remove temporary directories of dead local processes or older than :data:`STALE_AGE_S`."""
-        removed = []
-        host = socket.gethostname()
-        now = time.time()
-        for tmp in self.root.glob(_TMP_PREFIX + "*"):
-            parts = tmp.name[len(_TMP_PREFIX):].split("-")
-            try:
-                tmp_host, pid = "-".join(parts[1:-2]), int(parts[-2])
-                age = now - tmp.stat().st_mtime
-            except (ValueError, IndexError, OSError):
-                continue
-            if (tmp_host == host and not _pid_alive(pid)) or age > STALE_AGE_S:
-                shutil.rmtree(tmp, ignore_errors=True)
-                removed.append(tmp)
-                log.info("Removed stale activation cache temporary folder '%s'.", tmp)
-        return removed
+        return clean_stale_temp_dirs(self.root, _TMP_PREFIX, max_age_s=STALE_AGE_S)
 
     def _new_tmp(self, key: str) -> Path:
-        tmp = self.root / f"{_TMP_PREFIX}{key[:16]}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        return tmp
+        return make_temp_dir(self.root, _TMP_PREFIX, key[:16])
 
     def _publish(self, tmp: Path, key: str, meta: dict[str, Any]) -> Activations:
-        """Write meta.json last, then rename ``tmp`` to the entry (atomic); keep a concurrent winner."""
+        """Write meta.json and the checksums last, then rename ``tmp`` to the entry (atomic).
+
+        A concurrent winner is kept. The entry is read back through :meth:`get`, which verifies
+        the checksums against the files on disk.
+        """
         meta_path = tmp / "meta.json"
         with open(meta_path, "w") as fh:
             json.dump(meta, fh, default=str)
             fh.flush()
             os.fsync(fh.fileno())
+        write_checksums(tmp)
         final = self.root / key
-        if final.exists() and self.get(key) is None:  # a damaged entry: move it away first
-            trash = self.root / f"{_TMP_PREFIX}{key[:16]}-trash-0-{uuid.uuid4().hex[:8]}"
-            os.replace(final, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+        if final.exists() and self.get(key) is None:  # an incomplete entry: move it away first
+            discard_dir(final, _TMP_PREFIX, key[:16])
         try:
             os.rename(tmp, final)
         except OSError:
@@ -231,10 +250,10 @@ class ActivationCache:
                 os.close(dfd)
         except OSError:  # pragma: no cover - directories cannot be fsynced on some systems
             pass
-        out = self.get(key)
-        if out is None:  # pragma: no cover - only if the folder vanished under us
-            raise DataError(f"Activation cache entry '{final}' disappeared right after it was written; "
-                            "check that nothing else cleans the cache folder.")
+        out = self.get(key, stimulus_ids=meta["stimulus_ids"])
+        if out is None:  # pragma: no cover - only if the folder vanished or was changed under us
+            raise DataError(f"Activation cache entry '{final}' disappeared or changed right after it was written "
+                            "(see the warning above); check that nothing else writes to the cache folder.")
         return out
 
     # -- extraction -------------------------------------------------------------------------
@@ -274,7 +293,7 @@ class ActivationCache:
         if red is not None and rid != reduction_id(red):
             raise ConfigError(f"Activation cache key '{key}' was not made with reduction {red}; "
                               "build the key with ActivationCache.key(..., reduction=<the same dict>).")
-        hit = self.get(key)
+        hit = self.get(key, stimulus_ids=stimuli.ids)
         if hit is not None:
             log.debug("Activation cache hit %s", key)
             return hit

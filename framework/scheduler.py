@@ -429,7 +429,7 @@ class Scheduler:
                     targets[name] = load_target(path)
                     continue
                 except Exception as exc:  # a corrupt cache entry is recomputed
-                    log.warning("Cached signal '%s' at %s is unreadable (%s); recomputing.", name, path, exc)
+                    log.warning("Cached signal '%s' at %s is damaged (%s); recomputing.", name, path, exc)
             plugin = self.plan.signals[name]
             todo.setdefault(id(plugin), (plugin, []))[1].append(name)
         for plugin, group in todo.values():
@@ -525,7 +525,7 @@ class Scheduler:
                              self.plan.dataset.digest, self.plan.config.reduction)
 
         key = key_for(weights)
-        cached = cache.get(key)
+        cached = cache.get(key, stimulus_ids=self.plan.dataset.stimuli.ids)
         if cached is None:  # extraction needs the weights: loaded now unless kept from _identify
             actual = model.weights_info()
             if (actual.source, actual.digest) != (weights.source, weights.digest):
@@ -533,7 +533,7 @@ class Scheduler:
                             "keyed by the weights used.", choice.name, actual.label, actual.digest[:12])
                 weights = actual
                 key = key_for(weights)
-                cached = cache.get(key)
+                cached = cache.get(key, stimulus_ids=self.plan.dataset.stimuli.ids)
         info = {"activations_key": key, "layers": list(layers), "preprocessing": model.preprocessing(),
                 "plugin_version": model.version()}
         if cached is not None:

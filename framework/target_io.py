@@ -2,15 +2,25 @@
 
 Used by the scheduler's response cache; writes are atomic (temporary file, then
 ``os.replace``) so an interrupted run never leaves a half-written entry.
+
+Each file holds a ``checksum`` member: the :data:`framework.fileio.CHECKSUM_ALGORITHM` hash of
+every other member (name, dtype, shape and bytes; the JSON ``meta`` included).
+:func:`load_target` recomputes it and raises :class:`~framework.errors.DataError` on a
+mismatch or when it is missing (a file of an older version). The zip CRC-32 of each member
+already makes ``np.load`` fail on flipped bytes; the checksum adds what the CRC cannot see:
+a file rewritten through a zip or numpy writer with edited arrays or meta (e.g. swapped
+stimulus ids), whose CRCs are then valid again.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from framework.fileio import atomic_file
+from framework.errors import DataError
+from framework.fileio import CHECKSUM_ALGORITHM, atomic_file, new_hasher
 from framework.types import BrainRDMs, Responses, SiteTable, Target
 
 
@@ -34,23 +44,54 @@ def save_target(target: Target, path: Path) -> None:
     else:  # pragma: no cover - programming error
         raise TypeError(f"Cannot save {type(target).__name__}")
     arrays["meta"] = np.frombuffer(json.dumps(meta, default=json_default).encode(), dtype=np.uint8)
+    record = {"algorithm": CHECKSUM_ALGORITHM, "hash": _arrays_checksum(arrays)}
+    arrays["checksum"] = np.frombuffer(json.dumps(record).encode(), dtype=np.uint8)
     with atomic_file(path, "wb") as fh:
         np.savez(fh, **arrays)
 
 
+def _arrays_checksum(arrays: Mapping[str, np.ndarray]) -> str:
+    """Hash of named arrays: each name, dtype, shape and C-order bytes, in name order."""
+    h = new_hasher()
+    for name in sorted(arrays):
+        a = np.asarray(arrays[name])
+        h.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
 def load_target(path: Path) -> Target:
-    """Read a target written by :func:`save_target`."""
-    with np.load(path, allow_pickle=False) as npz:
-        meta = json.loads(npz["meta"].tobytes().decode())
-        if meta["kind"] == "responses":
-            reps = npz["repetitions"] if "repetitions" in npz.files else None
-            return Responses(npz["data"], SiteTable.from_dict(meta["sites"]), tuple(meta["stimulus_ids"]), reps,
-                             tuple(meta["area_order"]), meta["info"])
-        rdms = {area: npz[f"rdm_{i}"] for i, area in enumerate(meta["areas"])}
-        headline = meta.get("headline_areas")
-        return BrainRDMs(rdms, tuple(meta["stimulus_ids"]), tuple(meta["area_order"]), meta["distance"], meta["info"],
-                         headline_areas=None if headline is None else tuple(headline),
-                         area_species=meta.get("area_species", {}), area_kinds=meta.get("area_kinds", {}))
+    """Read a target written by :func:`save_target`, verifying its checksum.
+
+    Raises
+    ------
+    DataError
+        When the file is unreadable (e.g. a zip CRC error from flipped bytes, a truncated
+        file), has no checksum (written by an older version) or does not match it.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        record = json.loads(arrays.pop("checksum").tobytes().decode()) if "checksum" in arrays else None
+        meta = json.loads(arrays["meta"].tobytes().decode())
+    except Exception as exc:
+        raise DataError(f"Cached target '{path}' is unreadable ({type(exc).__name__}: {exc}); delete it and it "
+                        "will be recomputed.") from None
+    if record is None:
+        raise DataError(f"Cached target '{path}' has no checksum (written by an older version), so its content "
+                        "cannot be verified; delete it and it will be recomputed.")
+    if record.get("algorithm") != CHECKSUM_ALGORITHM or record.get("hash") != _arrays_checksum(arrays):
+        raise DataError(f"Cached target '{path}' does not match its {record.get('algorithm')} checksum: its arrays "
+                        "or meta changed after it was written; delete it and it will be recomputed.")
+    if meta["kind"] == "responses":
+        return Responses(arrays["data"], SiteTable.from_dict(meta["sites"]), tuple(meta["stimulus_ids"]),
+                         arrays.get("repetitions"), tuple(meta["area_order"]), meta["info"])
+    rdms = {area: arrays[f"rdm_{i}"] for i, area in enumerate(meta["areas"])}
+    headline = meta.get("headline_areas")
+    return BrainRDMs(rdms, tuple(meta["stimulus_ids"]), tuple(meta["area_order"]), meta["distance"], meta["info"],
+                     headline_areas=None if headline is None else tuple(headline),
+                     area_species=meta.get("area_species", {}), area_kinds=meta.get("area_kinds", {}))
 
 
 def json_default(obj):
