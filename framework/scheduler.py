@@ -127,6 +127,11 @@ def load_dataset(config: RunConfig, registry: Registry) -> Dataset:
         dataset = registry.create("dataset", name, cache_dir=cache_dir, **config.dataset_params.get(name, {})).load()
     elif looks_like_path:
         path = Path(name)
+        if path.is_dir():
+            tomls = sorted(p.name for p in path.glob("*.toml"))
+            listing = f" (TOML files there: {', '.join(tomls[:5])})" if tomls else ""
+            raise DataError(f"Dataset file '{path}' is a folder, not a file (option --dataset); give the path of "
+                            f"the dataset TOML file inside it{listing}.")
         if not path.is_file():
             raise DataError(f"Dataset file '{path}' does not exist (option --dataset); give the path of a dataset "
                             f"TOML file or one of: {', '.join(n for n in registered if n != 'file')}.")

@@ -247,20 +247,24 @@ def test_sites_tsv_lacking_column(epochs_dir: Path) -> None:
         _load(epochs_dir)
 
 
-@pytest.mark.parametrize("value, match", [(np.nan, "contain NaN or infinite samples"), ("flat", "are flat")])
-def test_nan_or_flat_channel_fails_on_read(epochs_dir: Path, value, match: str) -> None:
+@pytest.mark.parametrize("value, match", [(np.nan, "contain NaN or infinite samples"), (np.inf, "contain NaN"),
+                                          ("flat", "are flat")])
+def test_nan_or_flat_channel_fails_at_load_and_on_read(epochs_dir: Path, value, match: str) -> None:
     chans, bads, stims = SUBJECTS["sub-02"]
     data = np.random.default_rng(5).standard_normal((len(stims), 2, 32)) * 1e-5
     data[:, 1] = 3e-6 if value == "flat" else data[:, 1]
     if value != "flat":
-        data[2, 1, 7] = np.nan
-    _write_epochs(epochs_dir / "rec" / "sub-02-epo.fif", chans, bads, stims, seed=0, data=data)
-    ds = _load(epochs_dir)  # only metadata is read at load time
-    ds.epochs["sub-01"]()
+        data[2, 1, 7] = value
+    path = epochs_dir / "rec" / "sub-02-epo.fif"
+    _write_epochs(path, chans, bads, stims, seed=0, data=data)
     with pytest.raises(DataError, match=rf"sub-02-epo\.fif': channel\(s\) 'B2' {match}.*Mark it bad"):
-        ds.epochs["sub-02"]()
+        _load(epochs_dir)  # the samples are read at load time
+    # the loader checks again (the file may change between load and compute)
+    loader = rd.EpochsLoader(path=path, subject="sub-02", channels=("B1", "B2"), fingerprint=rd.file_fingerprint(path))
+    with pytest.raises(DataError, match=rf"sub-02-epo\.fif': channel\(s\) 'B2' {match}.*Mark it bad"):
+        loader()
     # marking it bad is the fix
-    _write_epochs(epochs_dir / "rec" / "sub-02-epo.fif", chans, ["B2"], stims, seed=0, data=data)
+    _write_epochs(path, chans, ["B2"], stims, seed=0, data=data)
     assert _load(epochs_dir).epochs["sub-02"]().ch_names == ["B1"]
 
 
@@ -481,8 +485,8 @@ def test_rdm_headline_areas_and_species(tmp_path: Path) -> None:
 def test_mat_struct_errors(tmp_path: Path) -> None:
     _write_images(tmp_path / "stimuli", STIM)
     structs = np.empty((1, 2), dtype=[("RDM", object)])
-    structs[0, 0] = (np.zeros((6, 6)),)
-    structs[0, 1] = (np.zeros((6, 6)),)
+    structs[0, 0] = (_rdm_stack(1, 6, 0)[0],)
+    structs[0, 1] = (_rdm_stack(1, 6, 1)[0],)
     scipy.io.savemat(tmp_path / "m.mat", {"RDMs": structs})
     _rdm_toml(tmp_path, 'IT = { file = "m.mat", key = "RDMs" }')
     with pytest.raises(DataError, match=r"variable 'RDMs' is a MATLAB struct with fields 'RDM'; say which"):
@@ -561,6 +565,6 @@ def test_stimulus_id_file_and_label_table(tmp_path: Path) -> None:
                                         r"Did you mean 's01'"):
         _load(tmp_path)
     (tmp_path / "ds.toml").write_text((tmp_path / "ds.toml").read_text().replace('"category"', '"kind"'))
-    (tmp_path / "order.txt").write_text("s03\n")
+    (tmp_path / "order.txt").write_text("s03\ns01\ns02\n")
     with pytest.raises(DataError, match=r"index\.csv' has no column 'kind'; columns found: 'index', 'filename'"):
         _load(tmp_path)

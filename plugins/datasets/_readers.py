@@ -4,12 +4,16 @@ Each reader takes a path, checks what it reads, and raises one
 :class:`~framework.errors.DataError` naming the file, the item, what was
 expected and the fix. Nothing here knows about the dataset TOML layout.
 
-* :func:`read_stimulus_folder`, :func:`read_id_list`, :func:`read_labels` - stimuli;
+* :func:`read_stimulus_folder`, :func:`read_id_list`, :func:`read_labels`,
+  :func:`check_stimulus_images` - stimuli;
 * :func:`read_sites_tsv` - a BIDS-iEEG-like electrode table;
-* :func:`read_epochs_header`, :class:`EpochsLoader` - MNE ``-epo.fif`` files;
+* :func:`read_epochs_checked`, :func:`read_epochs_header`, :class:`EpochsLoader` - MNE ``-epo.fif`` files;
 * :func:`read_responses_npz` - precomputed responses;
-* :func:`read_rdm_array`, :func:`to_rdm_stack` - precomputed RDMs (``.npz``, ``.npy``, ``.mat``);
-* :class:`FileHasher` - SHA-256 of files, cached by (path, size, mtime).
+* :func:`read_rdm_array`, :func:`to_rdm_stack`, :func:`constant_rdms` - precomputed RDMs
+  (``.npz``, ``.npy``, ``.mat``);
+* :class:`FileHasher` - SHA-256 of files, and :class:`FileChecks` - verdicts of the
+  expensive checks (decoding images, reading epochs data), both remembered by
+  (path, size, mtime_ns) so an unchanged file is read once.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import os
 import re
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from framework.errors import DataError, did_you_mean
-from framework.types import epochs_stimulus_ids
+from framework.types import EpochsMeta, epochs_stimulus_ids
 
 log = logging.getLogger("framework.datasets.files")
 
@@ -57,14 +62,88 @@ def _natural_key(text: str) -> list[Any]:
     return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", text)]
 
 
-def require_file(path: Path, what: str, *, source: Path | None = None, fix: str = "") -> Path:
-    """Return ``path`` if it is an existing file, else raise a DataError naming ``what``."""
+def _one_line(exc: BaseException, limit: int = 240) -> str:
+    """``"ValueError: text"`` of an exception on one line (whitespace collapsed, cut at ``limit`` chars)."""
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _path_state(path: Path) -> str | None:
+    """Why ``path`` cannot be opened as a file, or None when it is a readable file."""
     if path.is_file():
+        return None if os.access(path, os.R_OK) else "cannot be read (permission denied)"
+    if path.is_dir():
+        return "is a folder, not a file"
+    if path.is_symlink():
+        return f"is a broken symbolic link (to '{os.readlink(path)}')"
+    if path.exists():
+        return "is not a regular file (a device, socket or pipe)"
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        return f"does not exist ('{parent}' is a file, not a folder)"
+    return "does not exist"
+
+
+def require_file(path: Path, what: str, *, source: Path | None = None, fix: str = "") -> Path:
+    """Return ``path`` if it is a readable file, else raise a DataError naming ``what``.
+
+    The message says what is there instead: a folder, a broken symbolic link, an
+    unreadable file, or nothing.
+    """
+    state = _path_state(path)
+    if state is None:
         return path
     where = f" (referenced by '{source}')" if source else ""
-    state = "is a folder, not a file" if path.is_dir() else "does not exist"
+    if state.startswith("cannot be read"):
+        fix = "Make it readable (chmod a+r) or fix the path."
     fix = fix or "Fix the path (relative paths are resolved against the TOML file folder)."
     raise DataError(f"{what} '{path}'{where} {state}. {fix}")
+
+
+def require_folder(path: Path, what: str, *, source: Path | None = None, fix: str = "") -> Path:
+    """Return ``path`` if it is an existing folder, else raise a DataError saying what is there instead."""
+    if path.is_dir():
+        return path
+    where = f" (referenced by '{source}')" if source else ""
+    state = _path_state(path)
+    state = "is a file, not a folder" if state is None or state.startswith("cannot be read") else state
+    fix = fix or "Fix the path (relative paths are resolved against the TOML file folder)."
+    raise DataError(f"{what} '{path}'{where} {state}. {fix}")
+
+
+#: First bytes of common file formats, for messages about a file that is not what its name says.
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"PK\x03\x04", "a ZIP archive"), (b"PK\x05\x06", "an empty ZIP archive"),
+    (b"\x93NUMPY", "a NumPy .npy array"), (b"MATLAB", "a MATLAB .mat file"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file"), (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"), (b"\x1f\x8b", "a gzip-compressed file"), (b"%PDF", "a PDF document"),
+)
+
+
+def _head(path: Path, n: int = 64) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(n)
+
+
+def describe_start(path: Path) -> str:
+    """What the first bytes of ``path`` look like, for messages.
+
+    Returns e.g. ``"it is empty (0 bytes)"``, ``"its first bytes look like text: 'a,b,c'"``,
+    ``"it looks like an HDF5 file"`` or ``"its first bytes are b'\\x00\\x01...'"``.
+    """
+    head = _head(path)
+    if not head:
+        return "it is empty (0 bytes)"
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return f"it looks like {name}"
+    if head.lstrip().startswith(b"<"):
+        return "it looks like an HTML/XML document (a web page saved instead of the file?)"
+    text = head.decode("utf-8", errors="ignore")
+    if text and sum(c.isprintable() or c in "\t\r\n" for c in text) >= 0.95 * len(text):
+        return f"its first bytes look like text: {' '.join(text.split())[:40]!r}"
+    return f"its first bytes are {head[:12]!r}"
 
 
 # -- stimuli ---------------------------------------------------------------------------------------
@@ -88,11 +167,11 @@ def read_stimulus_folder(folder: Path, ids: Sequence[str] | None = None, *,
     paths : tuple of Path, (n_stimuli,)
     """
     where = f" (referenced by '{source}')" if source else ""
-    if not folder.is_dir():
-        raise DataError(f"Stimulus folder '{folder}'{where} does not exist. Fix [stimuli] folder "
-                        "(relative paths are resolved against the TOML file folder).")
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    require_folder(folder, "Stimulus folder", source=source,
+                   fix="Fix [stimuli] folder (relative paths are resolved against the TOML file folder).")
+    files = sorted(p for p in folder.iterdir()  # broken links stay in, for check_stimulus_images to report
+                   if (p.is_file() or (p.is_symlink() and not p.exists())) and not p.name.startswith(".")
+                   and p.suffix.lower() in IMAGE_SUFFIXES)
     by_stem: dict[str, Path] = {}
     for p in files:
         if p.stem in by_stem:
@@ -131,11 +210,106 @@ def read_stimulus_folder(folder: Path, ids: Sequence[str] | None = None, *,
     return tuple(out_ids), tuple(by_stem[s] for s in out_ids)
 
 
+#: Images with a side shorter than this (pixels) are reported with a warning. Networks take
+#: about 224 px; 32 px (the CIFAR format, the smallest common natural-image stimulus) is already
+#: a 7x upsampling, beyond which the network sees mostly interpolation blur - and an image that
+#: small is more often a thumbnail or icon saved by mistake than an intended stimulus.
+MIN_IMAGE_SIDE = 32
+#: Name (and version) of the image check in :class:`FileChecks`.
+IMAGE_CHECK = "image-decodes-v1"
+
+
+def _decode_image(path: Path, sid: str, source: Path | None) -> list[int]:
+    """Open and fully decode one image; ``[width, height, n_frames, exif_orientation]`` or a DataError."""
+    from PIL import Image, UnidentifiedImageError
+
+    what = f"Stimulus image '{path}' (id '{sid}'" + (f", referenced by '{source}')" if source else ")")
+    fix = "Replace the file with a readable image (PNG or JPEG), or remove it and its id."
+    state = _path_state(path)
+    if state is not None:
+        raise DataError(f"{what} {state}. {fix}")
+    if path.stat().st_size == 0:
+        raise DataError(f"{what} is empty (0 bytes). {fix}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            orientation = int(img.getexif().get(0x0112, 1) or 1)
+            return [int(img.width), int(img.height), int(getattr(img, "n_frames", 1)), orientation]
+    except UnidentifiedImageError:
+        raise DataError(f"{what} is not an image PIL can read ({describe_start(path)}). {fix}") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{what} is too large to decode safely ({_one_line(exc)}); save it at the size that was "
+                        "shown (a few hundred pixels on a side is plenty).") from None
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... for damaged files
+        raise DataError(f"{what} cannot be decoded; it is truncated or corrupt ({_one_line(exc)}). {fix}") from None
+
+
+def check_stimulus_images(ids: Sequence[str], paths: Sequence[Path], *, checks: FileChecks | None = None,
+                          source: Path | None = None) -> list[tuple[int, int]]:
+    """Check that every stimulus image decodes; warn about tiny, animated and EXIF-rotated images.
+
+    Each image is opened and fully decoded with PIL (about 1-3 ms for a 500 px JPEG),
+    unless ``checks`` remembers that this file, with its size and mtime, decoded before.
+
+    Parameters
+    ----------
+    ids : sequence of str, (n_stimuli,)
+    paths : sequence of Path, (n_stimuli,)
+    checks : FileChecks, optional
+        Verdict cache; default: remember nothing.
+    source : Path, optional
+        The file that named the images (for messages).
+
+    Returns
+    -------
+    sizes : list of (int, int), (n_stimuli,)
+        (width, height) of every image, in pixels.
+
+    Raises
+    ------
+    DataError
+        For the first image that is missing, empty, not an image, truncated or corrupt.
+    """
+    checks = checks if checks is not None else FileChecks()
+    facts = []
+    for sid, path in zip(ids, paths):
+        fingerprint = file_fingerprint(path) if path.is_file() else None
+        verdict = checks.get(path, IMAGE_CHECK, fingerprint) if fingerprint else None
+        if verdict is None:
+            verdict = _decode_image(path, str(sid), source)
+            checks.put(path, IMAGE_CHECK, verdict, fingerprint)
+        facts.append((str(sid), path, *verdict))
+    small = sorted((min(w, h), sid, path, w, h) for sid, path, w, h, _, _ in facts if min(w, h) < MIN_IMAGE_SIDE)
+    if small:
+        _, sid, path, w, h = small[0]
+        log.warning("%d of %d stimulus image(s) are smaller than %d px on a side (smallest: '%s', id '%s', %dx%d "
+                    "px); models upsample them to their input size (about 224 px), which mostly blurs them. Use "
+                    "the full-size images if these are thumbnails.", len(small), len(facts), MIN_IMAGE_SIDE,
+                    path, sid, w, h)
+    frames = [(sid, path, n) for sid, path, _, _, n, _ in facts if n > 1]
+    if frames:
+        log.warning("%d stimulus image(s) have several frames (animated or multi-page, e.g. '%s' with %d); only "
+                    "the first frame is shown to the models.", len(frames), frames[0][1], frames[0][2])
+    rotated = [(sid, path) for sid, path, _, _, _, o in facts if o not in (0, 1)]
+    if rotated:
+        log.warning("%d stimulus image(s) carry an EXIF orientation tag (e.g. '%s'): image viewers rotate or "
+                    "flip them, but the models see the stored pixels. If the displayed orientation was shown "
+                    "to the subjects, save the images rotated (PIL.ImageOps.exif_transpose).",
+                    len(rotated), rotated[0][1])
+    return [(w, h) for _, _, w, h, _, _ in facts]
+
+
 def _text_lines(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"'{path}' is not UTF-8 text ({exc}); save it as UTF-8.") from None
+        raise DataError(f"'{path}' is not UTF-8 text ({exc}; {describe_start(path)}); save it as UTF-8 "
+                        "text.") from None
+    except OSError as exc:
+        raise DataError(f"'{path}' cannot be read ({_one_line(exc)}); fix its permissions or the path.") from None
+    if "\0" in text:
+        raise DataError(f"'{path}' is not a text file (it holds NUL bytes; {describe_start(path)}); give a "
+                        "UTF-8 text file.")
     return text.splitlines()
 
 
@@ -193,7 +367,14 @@ def read_labels(path: Path, ids: Sequence[str], *, id_column: str | None = None,
         key = row[i_id].strip()
         if key not in wanted:
             key = Path(key).stem if Path(key).stem in wanted else key
-        mapping[key] = row[i_lab].strip()
+        label = row[i_lab].strip()
+        if key in wanted and not label:
+            raise DataError(f"Labels file '{path}', row {lineno}: stimulus '{key}' has an empty label; give "
+                            "every stimulus a category (or drop labels from [stimuli]).")
+        if key in mapping and mapping[key] != label:
+            raise DataError(f"Labels file '{path}' gives stimulus '{key}' two labels ('{mapping[key]}' and "
+                            f"'{label}', row {lineno}); keep one row per stimulus.")
+        mapping[key] = label
     missing = [s for s in ids if s not in mapping]
     if missing:
         raise DataError(f"Labels file '{path}' gives no label for {len(missing)} stimulus id(s): "
@@ -263,10 +444,13 @@ def read_sites_tsv(path: Path, *, source: Path | None = None) -> SiteRows:
                     vals.append(np.nan)
                     continue
                 try:
-                    vals.append(float(cell))
+                    value = float(cell)
                 except ValueError:
-                    raise DataError(f"Sites table '{path}', row {lineno}, column {c}: {cell!r} is not a "
-                                    "number; write the coordinate in mm or n/a.") from None
+                    value = np.nan
+                if not np.isfinite(value):
+                    raise DataError(f"Sites table '{path}', row {lineno}, column {c}: {cell!r} is not a finite "
+                                    "number; write the coordinate in mm or n/a.")
+                vals.append(value)
             coords[key] = np.array(vals, dtype=np.float64)
     return SiteRows(areas, coords, path)
 
@@ -283,7 +467,22 @@ def subject_from_filename(path: Path) -> str:
 
 @dataclass(frozen=True)
 class EpochsHeader:
-    """What :func:`read_epochs_header` learns without reading the data."""
+    """What :func:`read_epochs_header` learns without reading the data.
+
+    Parameters
+    ----------
+    path : Path
+    ch_names, ch_types : tuple of str, (n_channels,)
+    bads : tuple of str
+        Channels marked bad in the file.
+    stimulus_ids : tuple of str, (n_epochs,)
+        Stimulus id of every epoch.
+    sfreq : float
+        Sampling rate in Hz.
+    tmin, tmax : float
+        Time of the first and last sample of an epoch, in s relative to stimulus onset
+        (MNE's ``epochs.tmin``, ``epochs.tmax``).
+    """
 
     path: Path
     ch_names: tuple[str, ...]
@@ -291,31 +490,110 @@ class EpochsHeader:
     bads: tuple[str, ...]
     stimulus_ids: tuple[str, ...]
     sfreq: float
+    tmin: float = 0.0
+    tmax: float = 0.0
 
     @property
     def good_channels(self) -> tuple[str, ...]:
         """Channels that are recording sites: types in :data:`SITE_CHANNEL_TYPES`, not marked bad."""
         return tuple(site_channels(self.ch_names, self.ch_types, self.bads))
 
+    @property
+    def n_epochs(self) -> int:
+        return len(self.stimulus_ids)
+
+    def meta(self) -> EpochsMeta:
+        """The plan-time facts of :class:`framework.types.EpochsMeta` (times in ms, good site channels)."""
+        return EpochsMeta(sfreq=self.sfreq, tmin_ms=self.tmin * 1e3, tmax_ms=self.tmax * 1e3,
+                          n_epochs=self.n_epochs, channels=self.good_channels)
+
+
+_EPOCHS_FIX = "it must be an MNE Epochs FIF file written by epochs.save('...-epo.fif')"
+
 
 def _read_epochs(path: Path, *, preload: bool) -> Any:
+    """``mne.read_epochs(path)``, or one DataError line saying whether the header or the data is broken."""
     import mne
 
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError(f"Epochs file '{path}' is empty (0 bytes); {_EPOCHS_FIX}. Copy or save it again.")
     try:
         return mne.read_epochs(path, preload=preload, verbose="error")
-    except Exception as exc:  # MNE raises ValueError/OSError/KeyError for corrupt or non-epochs files
-        raise DataError(f"Epochs file '{path}' cannot be read by mne.read_epochs ({type(exc).__name__}: {exc}); "
-                        "it must be an MNE Epochs FIF file (epochs.save('...-epo.fif')).") from None
+    except Exception as exc:  # MNE raises ValueError/OSError/KeyError/... for corrupt or non-epochs files
+        reason = _one_line(exc)
+    header_ok = False
+    if preload:
+        try:
+            mne.read_epochs(path, preload=False, verbose="error")
+            header_ok = True
+        except Exception:  # noqa: BLE001 - only tells which part is broken
+            pass
+    if header_ok:
+        raise DataError(f"Epochs file '{path}' has a readable header but its data cannot be read "
+                        f"({reason}); the file is truncated or corrupt (an interrupted copy or save?). "
+                        "Copy or save it again.")
+    raise DataError(f"Epochs file '{path}' cannot be read by mne.read_epochs ({reason}; {describe_start(path)}); "
+                    f"{_EPOCHS_FIX} - if it is one, it is truncated or corrupt: copy or save it again.")
 
 
-def read_epochs_header(path: Path, *, source: Path | None = None) -> EpochsHeader:
-    """Channel names, bad channels and per-epoch stimulus ids, read with ``preload=False``."""
-    require_file(path, "Epochs file", source=source)
-    epochs = _read_epochs(path, preload=False)
+def _header_of(path: Path, epochs: Any) -> EpochsHeader:
     return EpochsHeader(path=path, ch_names=tuple(epochs.ch_names),
                         ch_types=tuple(epochs.get_channel_types()), bads=tuple(epochs.info["bads"]),
                         stimulus_ids=tuple(epochs_stimulus_ids(epochs, f"file '{path}'")),
-                        sfreq=float(epochs.info["sfreq"]))
+                        sfreq=float(epochs.info["sfreq"]), tmin=float(epochs.tmin), tmax=float(epochs.tmax))
+
+
+def read_epochs_header(path: Path, *, source: Path | None = None) -> EpochsHeader:
+    """Channel names, bad channels, times and per-epoch stimulus ids, read with ``preload=False``.
+
+    Reads no samples, so a truncated file or NaN channels pass; see :func:`read_epochs_checked`.
+    """
+    require_file(path, "Epochs file", source=source)
+    return _header_of(path, _read_epochs(path, preload=False))
+
+
+#: Name (and version) of the epochs data check in :class:`FileChecks`.
+EPOCHS_CHECK = "epochs-data-v1"
+
+
+def read_epochs_checked(path: Path, *, source: Path | None = None,
+                        checks: FileChecks | None = None) -> EpochsHeader:
+    """Read an epochs file's header and check its samples, once per file version.
+
+    The first time, the file is read whole (``preload=True``): every sample must be
+    readable (a truncated file fails here), and no good site channel may hold NaN/inf
+    or be flat (:func:`check_channels_finite`). The verdict is remembered in ``checks``
+    by (path, size, mtime_ns); while the file is unchanged, later calls read the
+    header only (``preload=False``).
+
+    Parameters
+    ----------
+    path : Path
+    source : Path, optional
+        The file that named it (for messages).
+    checks : FileChecks, optional
+        Verdict cache; default: remember nothing.
+
+    Returns
+    -------
+    EpochsHeader
+    """
+    require_file(path, "Epochs file", source=source)
+    checks = checks if checks is not None else FileChecks()
+    fingerprint = file_fingerprint(path)
+    remembered = checks.get(path, EPOCHS_CHECK, fingerprint)
+    if remembered is not None:
+        header = read_epochs_header(path)
+        if list(header.good_channels) == list(remembered):
+            return header
+    epochs = _read_epochs(path, preload=True)
+    header = _header_of(path, epochs)
+    good = list(header.good_channels)
+    if good and len(epochs):
+        check_channels_finite(epochs.get_data(picks=good), good, path)
+    del epochs
+    checks.put(path, EPOCHS_CHECK, good, fingerprint)
+    return header
 
 
 def site_channels(ch_names: Sequence[str], ch_types: Sequence[str], bads: Sequence[str]) -> list[str]:
@@ -400,20 +678,49 @@ def check_channels_finite(data: np.ndarray, ch_names: Sequence[str], path: Path 
 
 
 # -- arrays ----------------------------------------------------------------------------------------
+_NUMPY_FORMATS = {".npz": ("an .npz archive (a ZIP file written by numpy.savez)", "numpy.savez(path, name=array)"),
+                  ".npy": ("an .npy array (written by numpy.save)", "numpy.save(path, array)")}
+
+
 def _open_npz(path: Path) -> Any:
+    """``numpy.load(path)`` without pickle: an ``NpzFile`` or an ndarray, or one DataError line.
+
+    The first bytes are checked before numpy sees the file, so a text, MATLAB or HDF5
+    file named ``.npz`` is reported as such (numpy would blame pickling).
+    """
+    expected, save = _NUMPY_FORMATS.get(path.suffix.lower(), _NUMPY_FORMATS[".npz"])
+    head = _head(path, 8)
+    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+        raise DataError(f"'{path}' is not {expected}: {describe_start(path)}. Convert it: load the data and "
+                        f"save it with {save}.")
     try:
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"'{path}' cannot be read by numpy.load ({type(exc).__name__}: {exc}); "
-                        "save it with numpy.savez.") from None
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise DataError(f"'{path}' holds Python objects (an object array), which are never unpickled; save "
+                            "strings as a fixed-width unicode array (np.asarray(values, dtype=str)) and numbers as "
+                            f"a numeric array, with {save}.") from None
+        reason = _one_line(exc)
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        reason = _one_line(exc)
+    raise DataError(f"'{path}' is truncated or corrupt: numpy.load cannot read it ({reason}). Copy it again or "
+                    f"save it again with {save}.")
 
 
 def _npz_array(npz: Any, key: str, path: Path) -> np.ndarray:
+    """Array ``key`` of an open ``.npz``; a DataError for object arrays and damaged members."""
     try:
         return npz[key]
-    except ValueError as exc:  # object arrays need pickle, which we never enable
-        raise DataError(f"'{path}', key '{key}' holds Python objects ({exc}); save strings as a fixed-width "
-                        "unicode array (np.asarray(values, dtype=str)) and numbers as a numeric array.") from None
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():  # object arrays need pickle, which we never enable
+            raise DataError(f"'{path}', key '{key}' holds Python objects ({_one_line(exc, 80)}); save strings as "
+                            "a fixed-width unicode array (np.asarray(values, dtype=str)) and numbers as a numeric "
+                            "array.") from None
+        reason = _one_line(exc)
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        reason = _one_line(exc)
+    raise DataError(f"'{path}', key '{key}' cannot be read ({reason}); the archive is truncated or corrupt. Copy "
+                    "it again or save it again with numpy.savez.")
 
 
 def read_responses_npz(path: Path, *, source: Path | None = None) -> dict[str, np.ndarray]:
@@ -446,13 +753,21 @@ def read_responses_npz(path: Path, *, source: Path | None = None) -> dict[str, n
 def _mat_value(path: Path, key: str | None, field: str | None) -> np.ndarray:
     import scipy.io
 
+    save = "re-save it in MATLAB with save(..., '-v7') or convert it to .npz"
+    head = _head(path, 128)
+    if not head:
+        raise DataError(f"'{path}' is empty (0 bytes); expected a MATLAB .mat file. Copy it again or {save}.")
+    if head.startswith((b"\x89HDF", b"MATLAB 7.3")):
+        raise DataError(f"'{path}' is a MATLAB v7.3 (HDF5) file, which scipy cannot read; {save}.")
+    if not head.startswith(b"MATLAB") and describe_start(path).startswith("its first bytes look like text"):
+        raise DataError(f"'{path}' is not a MATLAB .mat file: {describe_start(path)}; {save}.")
     try:
         names = [n for n, _shape, _cls in scipy.io.whosmat(path)]
     except NotImplementedError:
-        raise DataError(f"'{path}' is a MATLAB v7.3 (HDF5) file, which scipy cannot read; re-save it in MATLAB "
-                        "with save(..., '-v7') or convert it to .npz.") from None
+        raise DataError(f"'{path}' is a MATLAB v7.3 (HDF5) file, which scipy cannot read; {save}.") from None
     except Exception as exc:
-        raise DataError(f"'{path}' cannot be read as a MATLAB file ({type(exc).__name__}: {exc}).") from None
+        raise DataError(f"'{path}' cannot be read as a MATLAB file ({_one_line(exc)}; {describe_start(path)}); it "
+                        f"is truncated, corrupt or not a .mat file: copy it again or {save}.") from None
     if key is None:
         if len(names) != 1:
             raise DataError(f"'{path}' holds {len(names)} variables ({_few(names, 20)}); say which with key = \"...\".")
@@ -460,7 +775,11 @@ def _mat_value(path: Path, key: str | None, field: str | None) -> np.ndarray:
     if key not in names:
         raise DataError(f"'{path}' has no variable '{key}'; variables found: {_few(names, 20)}."
                         f"{did_you_mean(key, names)} Fix the key.")
-    value = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False, variable_names=[key])[key]
+    try:
+        value = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False, variable_names=[key])[key]
+    except Exception as exc:  # scipy raises OSError, ValueError, MatReadError, ... for damaged files
+        raise DataError(f"'{path}', variable '{key}' cannot be read ({_one_line(exc)}); the file is truncated or "
+                        f"corrupt: copy it again or {save}.") from None
     structs = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value
     is_struct = structs.dtype == object and structs.size and hasattr(structs.flat[0], "_fieldnames")
     if field is None:
@@ -557,6 +876,11 @@ def to_rdm_stack(array: np.ndarray, n: int, *, what: str, index: int | Sequence[
         if a.ndim < 1 or idx.dtype.kind not in "iu" or (idx < -a.shape[0]).any() or (idx >= a.shape[0]).any():
             raise DataError(f"{what}: index {list(idx.tolist())} is out of range for its first axis of length "
                             f"{a.shape[0] if a.ndim else 0} (shape {a.shape}); fix index.")
+        wrapped = (idx % a.shape[0]).tolist()
+        twice = sorted({i for i in wrapped if wrapped.count(i) > 1})
+        if twice:
+            raise DataError(f"{what}: index {list(idx.tolist())} selects entry(ies) {twice} of the first axis "
+                            "more than once, which would count those subjects twice; list each once.")
         a = a[idx] if np.ndim(index) else a[int(idx[0])]
     a = a.astype(np.float64)
     m = n * (n - 1) // 2
@@ -616,18 +940,48 @@ def _is_triangular(k: int) -> bool:
     return k > 0 and n * (n - 1) // 2 == k
 
 
-# -- digests ---------------------------------------------------------------------------------------
-class FileHasher:
-    """SHA-256 of files, remembered by (absolute path, size, mtime_ns).
+def constant_rdms(rdms: np.ndarray, *, rtol: float = 1e-12) -> np.ndarray:
+    """Which RDMs have every off-diagonal entry equal.
+
+    The correlation of such an RDM with any other is undefined (zero variance), so a
+    metric's score for it is NaN.
+
+    Parameters
+    ----------
+    rdms : ndarray, (n_subjects, n, n)
+    rtol : float
+        Entries count as equal when their range is at most ``rtol`` times the largest
+        |entry| (at least 1).
+
+    Returns
+    -------
+    ndarray, (n_subjects,) bool
+    """
+    n = rdms.shape[-1]
+    iu = np.triu_indices(n, 1)
+    upper = np.asarray(rdms, dtype=np.float64)[:, iu[0], iu[1]]
+    if upper.shape[1] == 0:
+        return np.ones(upper.shape[0], dtype=bool)
+    spread = upper.max(axis=1) - upper.min(axis=1)
+    return spread <= rtol * np.maximum(1.0, np.abs(upper).max(axis=1))
+
+
+# -- remembered facts about files ------------------------------------------------------------------
+class _FingerprintTable:
+    """A JSON table of one fact per file, trusted while the file keeps its (size, mtime_ns).
+
+    Entries are ``{resolved path: [size, mtime_ns, value]}``; an entry whose size or
+    mtime differs from the file's is ignored and replaced. Written atomically
+    (temporary file + rename); without ``cache_dir`` it lives in memory only.
 
     Parameters
     ----------
     cache_dir : Path, optional
-        Where ``file-digests.json`` lives; without it nothing is stored on disk.
+        Folder of the table file (:attr:`FILENAME`).
     """
 
-    FILENAME = "file-digests.json"
-    CHUNK = 1 << 20
+    FILENAME = ""
+    WHAT = "cache"
 
     def __init__(self, cache_dir: Path | None = None) -> None:
         self.cache_path = None if cache_dir is None else Path(cache_dir) / self.FILENAME
@@ -638,36 +992,99 @@ class FileHasher:
                 loaded = json.loads(self.cache_path.read_text())
                 self._table = loaded if isinstance(loaded, dict) else {}
             except (OSError, ValueError):
-                log.warning("Ignoring unreadable digest cache '%s'; it will be rewritten.", self.cache_path)
+                log.warning("Ignoring unreadable %s '%s'; it will be rewritten.", self.WHAT, self.cache_path)
+
+    def _get(self, path: Path, fingerprint: tuple[int, int]) -> Any:
+        entry = self._table.get(str(Path(path).resolve()))
+        if isinstance(entry, list) and len(entry) == 3 and entry[0] == fingerprint[0] and entry[1] == fingerprint[1]:
+            return entry[2]
+        return None
+
+    def _put(self, path: Path, fingerprint: tuple[int, int], value: Any) -> None:
+        self._table[str(Path(path).resolve())] = [int(fingerprint[0]), int(fingerprint[1]), value]
+        self._dirty = True
+
+    def save(self) -> None:
+        """Write the table atomically (temporary file + rename) if anything changed."""
+        if self.cache_path is None or not self._dirty:
+            return
+        try:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.FILENAME}.", dir=self.cache_path.parent)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self._table, fh)
+            os.replace(tmp, self.cache_path)
+            self._dirty = False
+        except OSError as exc:
+            log.warning("Could not write %s '%s' (%s); it will be recomputed next time.", self.WHAT,
+                        self.cache_path, exc)
+
+
+class FileHasher(_FingerprintTable):
+    """SHA-256 of files, remembered by (absolute path, size, mtime_ns).
+
+    Parameters
+    ----------
+    cache_dir : Path, optional
+        Where ``file-digests.json`` lives; without it nothing is stored on disk.
+    """
+
+    FILENAME = "file-digests.json"
+    WHAT = "digest cache"
+    CHUNK = 1 << 20
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        super().__init__(cache_dir)
         self.hashed = 0  # files actually read (for tests and logs)
 
     def digest(self, path: Path) -> str:
         """Hex SHA-256 of the bytes of ``path``."""
         path = Path(path).resolve()
         size, mtime = file_fingerprint(path)
-        entry = self._table.get(str(path))
-        if entry and entry[0] == size and entry[1] == mtime:
-            return str(entry[2])
+        known = self._get(path, (size, mtime))
+        if known is not None:
+            return str(known)
         h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(self.CHUNK), b""):
-                h.update(chunk)
+        try:
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(self.CHUNK), b""):
+                    h.update(chunk)
+        except OSError as exc:
+            raise DataError(f"'{path}' cannot be read ({_one_line(exc)}); fix its permissions or the path.") from None
         self.hashed += 1
-        self._table[str(path)] = [size, mtime, h.hexdigest()]
-        self._dirty = True
+        self._put(path, (size, mtime), h.hexdigest())
         return h.hexdigest()
 
-    def save(self) -> None:
-        """Write the cache atomically (temporary file + rename) if anything changed."""
-        if self.cache_path is None or not self._dirty:
-            return
-        try:
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".file-digests.", dir=self.cache_path.parent)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self._table, fh)
-            os.replace(tmp, self.cache_path)
-            self._dirty = False
-        except OSError as exc:
-            log.warning("Could not write digest cache '%s' (%s); digests will be recomputed next time.",
-                        self.cache_path, exc)
+
+class FileChecks(_FingerprintTable):
+    """Verdicts of expensive file checks, remembered by (absolute path, size, mtime_ns).
+
+    Only passed checks are stored (a failing file raises, and is read again next time);
+    the stored value is what the check learnt (e.g. an image's size). A check's name
+    carries a version (``"image-decodes-v1"``): changing what a check does means a new
+    name, so old verdicts are not trusted.
+
+    Parameters
+    ----------
+    cache_dir : Path, optional
+        Where ``file-checks.json`` lives; without it verdicts last as long as this object.
+    """
+
+    FILENAME = "file-checks.json"
+    WHAT = "file-check cache"
+
+    def get(self, path: Path, check: str, fingerprint: tuple[int, int]) -> Any:
+        """The remembered verdict of ``check`` for ``path`` at ``fingerprint`` (size, mtime_ns), or None."""
+        verdicts = self._get(path, fingerprint)
+        return verdicts.get(check) if isinstance(verdicts, dict) else None
+
+    def put(self, path: Path, check: str, verdict: Any, fingerprint: tuple[int, int]) -> None:
+        """Remember that ``path`` passed ``check`` (JSON-serialisable ``verdict``) at ``fingerprint``.
+
+        Give the fingerprint taken *before* the file was read, so a file changed during
+        the check is checked again next time.
+        """
+        verdicts = self._get(path, fingerprint)
+        verdicts = dict(verdicts) if isinstance(verdicts, dict) else {}
+        verdicts[check] = verdict
+        self._put(path, fingerprint, verdicts)

@@ -1,13 +1,17 @@
 """A dataset described by a TOML file: MNE epochs, precomputed responses or RDMs.
 
 The format is documented in ``docs/datasets.md``. Relative paths in the TOML
-are resolved against the TOML file's own folder. Everything that can be checked
-cheaply (file presence, keys, shapes, stimulus-id coverage from epochs
-metadata) is checked in :meth:`FileDataset.load`; the per-sample checks of
-epochs (NaN, flat channels) run when a subject's epochs are read.
+are resolved against the TOML file's own folder. :meth:`FileDataset.load` checks
+everything a run could later trip over - file presence and formats, keys, shapes,
+stimulus-id coverage, that every stimulus image decodes and that every epochs file
+reads whole without NaN/inf or flat site channels - so bad input stops before any
+computation, with one :class:`~framework.errors.DataError` line. The expensive
+verdicts (image decoding, epochs samples) are remembered per file version in
+``file-checks.json`` beside ``file-digests.json``, so an unchanged file is read once.
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import tomllib
@@ -19,7 +23,16 @@ import numpy as np
 
 from framework.contracts import DatasetPlugin
 from framework.errors import ConfigError, DataError, did_you_mean
-from framework.types import DEFAULT_AREA_ORDER, BrainRDMs, Dataset, Responses, SiteTable, StimulusSet, digest_of
+from framework.types import (
+    DEFAULT_AREA_ORDER,
+    BrainRDMs,
+    Dataset,
+    EpochsMeta,
+    Responses,
+    SiteTable,
+    StimulusSet,
+    digest_of,
+)
 from framework.validation import check_option
 from plugins.datasets import _readers as rd
 
@@ -34,6 +47,11 @@ _SECTIONS = {"dataset": ("name", "description", "kind", "area_order"),
 _RDM_ENTRY_KEYS = ("file", "key", "field", "index", "mean_over", "species", "kind")
 _LABEL_KEYS = ("file", "id_column", "label_column")
 _few = rd._few
+#: Fewest stimuli a dataset may have: every metric compares stimuli pairwise (an RDM of 2
+#: stimuli has one entry, whose correlation with anything is undefined).
+MIN_STIMULI = 3
+#: Distances that cannot be negative; a negative entry in such an RDM suggests a similarity matrix.
+NONNEGATIVE_DISTANCES = ("correlation", "euclidean", "sqeuclidean", "cosine", "seuclidean", "cityblock")
 
 
 class FileDataset(DatasetPlugin):
@@ -44,8 +62,10 @@ class FileDataset(DatasetPlugin):
     path : str or Path
         The dataset TOML file.
     cache_dir : str or Path, optional
-        Folder for ``file-digests.json``, which remembers each referenced file's
-        SHA-256 by (path, size, mtime_ns) so big files are hashed once.
+        Folder for ``file-digests.json`` and ``file-checks.json``, which remember each
+        referenced file's SHA-256 and the verdicts of the expensive checks (images
+        decode, epochs samples are finite and not flat) by (path, size, mtime_ns), so
+        an unchanged file is read once. Without it, nothing is remembered between loads.
 
     Examples
     --------
@@ -71,10 +91,25 @@ class FileDataset(DatasetPlugin):
         Returns
         -------
         Dataset
-            ``epochs`` (with ``sites``), ``responses`` or ``rdms`` set according to
-            ``[dataset] kind``; ``digest`` covers the TOML text and the bytes of
-            every referenced file.
+            ``epochs`` (with ``sites`` and ``epochs_meta``), ``responses`` or ``rdms`` set
+            according to ``[dataset] kind``; ``digest`` covers the TOML text and the bytes
+            of every referenced file.
+
+        Raises
+        ------
+        ConfigError
+            The TOML is malformed or has unknown or ill-typed keys.
+        DataError
+            A referenced file is missing or unreadable, or its content is not what the
+            TOML says (every message is one line naming the file and the fix).
         """
+        self._checks = rd.FileChecks(self.cache_dir)
+        try:
+            return self._load()
+        finally:
+            self._checks.save()  # verdicts of the files that passed, even when a later one failed
+
+    def _load(self) -> Dataset:
         raw, spec = self._read_toml()
         self._files: list[tuple[str, Path]] = []  # (role, path) for the digest, in a fixed order
         meta = self._table(spec, "dataset", required=True)
@@ -87,17 +122,26 @@ class FileDataset(DatasetPlugin):
                 raise ConfigError(f"'{self.path}': section [{section}] does not belong to a dataset of kind "
                                   f"'{kind}'; remove it or change [dataset] kind.")
         name = self._get(meta, "dataset", "name", str, default=self.path.stem)
+        if not name.strip():
+            raise ConfigError(f"'{self.path}': [dataset] name is empty; give the name shown on the leaderboard "
+                              "or remove the key (the file name is used).")
         description = self._get(meta, "dataset", "description", str, default="")
         area_order_given = "area_order" in meta
         area_order = tuple(self._get_str_list(meta, "dataset", "area_order", default=list(DEFAULT_AREA_ORDER)))
+        twice = sorted({a for a in area_order if area_order.count(a) > 1})
+        if twice:
+            raise ConfigError(f"'{self.path}': [dataset] area_order lists {', '.join(map(repr, twice))} more than "
+                              "once; list each area once, early to late.")
 
         stimuli = self._stimuli(self._table(spec, "stimuli", required=True))
         common: dict[str, Any] = {"name": name, "stimuli": stimuli, "description": description}
         if kind == "epochs":
-            epochs, sites = self._epochs(self._table(spec, "recordings", required=True), stimuli)
-            common.update(epochs=epochs, sites=sites, area_order=area_order)
+            epochs, sites, epochs_meta = self._epochs(self._table(spec, "recordings", required=True), stimuli)
+            self._check_area_order(sites.areas, area_order, area_order_given)
+            common.update(epochs=epochs, sites=sites, area_order=area_order, epochs_meta=epochs_meta)
         elif kind == "responses":
             responses = self._responses(self._table(spec, "responses", required=True), stimuli, area_order)
+            self._check_area_order(responses.sites.areas, area_order, area_order_given)
             common.update(responses=responses, area_order=area_order)
         else:
             rdms = self._rdms(self._table(spec, "rdms", required=True), stimuli,
@@ -165,6 +209,24 @@ class FileDataset(DatasetPlugin):
     def _resolve(self, value: str) -> Path:
         return Path(os.path.normpath(self.path.parent / value))
 
+    def _check_area_order(self, site_areas: Sequence[str], area_order: tuple[str, ...], given: bool) -> None:
+        """Warn when the sites' areas and ``area_order`` do not meet (metric headlines average area_order areas)."""
+        present = sorted({a for a in site_areas if a != "n/a"})
+        if not present:
+            return
+        if not any(a in area_order for a in present):
+            hint = did_you_mean(present[0], area_order) if given else ""
+            log.warning("'%s': no site area (%s) is in [dataset] area_order (%s%s).%s Metric headlines then fall "
+                        "back to every area and the alignment metric has no areas to order; set area_order = "
+                        "[...] in [dataset], early to late.", self.path, _few(present, 8), ", ".join(area_order),
+                        "" if given else ", the default", hint)
+        elif given:
+            absent = [a for a in area_order if a not in present]
+            if absent:
+                log.warning("'%s': [dataset] area_order names %s, which no site has (site areas: %s).%s Fix "
+                            "area_order if that is a typo.", self.path, _few(absent), _few(present, 8),
+                            did_you_mean(absent[0], present))
+
     # -- stimuli --------------------------------------------------------------------------------
     def _stimuli(self, table: dict[str, Any]) -> StimulusSet:
         folder = self._resolve(self._get(table, "stimuli", "folder", str, required=True))
@@ -177,6 +239,11 @@ class FileDataset(DatasetPlugin):
         elif ids_value is not None:
             ids = self._get_str_list(table, "stimuli", "ids", default=[])
         stim_ids, paths = rd.read_stimulus_folder(folder, ids, source=self.path)
+        if len(stim_ids) < MIN_STIMULI:
+            raise DataError(f"'{self.path}': the stimulus set has {len(stim_ids)} stimulus/stimuli "
+                            f"({_few(stim_ids)}); at least {MIN_STIMULI} are needed, since every metric compares "
+                            "stimuli pairwise. Add the other stimulus images (or fix [stimuli] ids).")
+        rd.check_stimulus_images(stim_ids, paths, checks=self._checks, source=self.path)
         self._files.extend(("stimulus", p) for p in paths)
         labels = None
         lab = self._get(table, "stimuli", "labels", (str, dict))
@@ -201,15 +268,32 @@ class FileDataset(DatasetPlugin):
             for subject, rel in files.items():
                 if not isinstance(rel, str):
                     raise ConfigError(f"'{self.path}': [recordings] files.{subject} must be a file name, got {rel!r}.")
+                if not str(subject).strip() or "/" in str(subject):
+                    raise ConfigError(f"'{self.path}': [recordings] files has subject {str(subject)!r}; a subject "
+                                      "must be a non-empty name without '/' (site names are '<subject>/<channel>').")
                 out[str(subject)] = rd.require_file(self._resolve(rel), f"Epochs file of subject '{subject}'",
                                                     source=self.path)
             if not out:
                 raise ConfigError(f"'{self.path}': [recordings] files is empty; map each subject to its -epo.fif file.")
+            by_file: dict[Path, str] = {}
+            for subject, path in out.items():
+                first = by_file.setdefault(path.resolve(), subject)
+                if first != subject:
+                    raise DataError(f"'{self.path}': [recordings] files gives the same file '{path}' to subjects "
+                                    f"'{first}' and '{subject}', which would count its channels twice; give each "
+                                    "subject its own file.")
             return out
-        matches = sorted(p for p in self.path.parent.glob(files) if p.is_file())
+        if not files.strip():
+            raise ConfigError(f"'{self.path}': [recordings] files is an empty pattern; give a glob such as "
+                              "\"*-epo.fif\" or a table subject -> file.")
+        found = [Path(p) for p in glob.glob(os.path.join(glob.escape(str(self.path.parent)), files), recursive=True)]
+        matches = sorted(p for p in found if p.is_file())
         if not matches:
-            raise DataError(f"'{self.path}': [recordings] files = '{files}' matches no file in "
-                            f"'{self.path.parent}'; fix the pattern (relative to the TOML file folder).")
+            folders = [p for p in found if p.is_dir()]
+            what = f"only folders ({_few([p.name for p in folders])})" if folders else "no file"
+            raise DataError(f"'{self.path}': [recordings] files = '{files}' matches {what} in "
+                            f"'{self.path.parent}'; fix the pattern (relative to the TOML file folder) so it "
+                            "matches the -epo.fif files.")
         out = {}
         for p in matches:
             subject = rd.subject_from_filename(p)
@@ -219,19 +303,22 @@ class FileDataset(DatasetPlugin):
             out[subject] = Path(os.path.normpath(p))
         return out
 
-    def _epochs(self, table: dict[str, Any], stimuli: StimulusSet) -> tuple[dict[str, rd.EpochsLoader], SiteTable]:
+    def _epochs(self, table: dict[str, Any], stimuli: StimulusSet
+                ) -> tuple[dict[str, rd.EpochsLoader], SiteTable, dict[str, EpochsMeta]]:
         files = self._recording_files(table)
         sites_path = self._resolve(self._get(table, "recordings", "sites", str, required=True))
         site_rows = rd.read_sites_tsv(sites_path, source=self.path)
         known = set(stimuli.ids)
         shown: set[str] = set()
         loaders: dict[str, rd.EpochsLoader] = {}
+        metas: dict[str, EpochsMeta] = {}
         names: list[str] = []
         subjects: list[str] = []
         areas: list[str] = []
         coords: list[np.ndarray] = []
         for subject, path in files.items():
-            header = rd.read_epochs_header(path, source=self.path)
+            fingerprint = rd.file_fingerprint(path)
+            header = rd.read_epochs_checked(path, source=self.path, checks=self._checks)
             good = header.good_channels
             missing = [c for c in good if (subject, c) not in site_rows.areas]
             if missing:
@@ -254,8 +341,8 @@ class FileDataset(DatasetPlugin):
                                 f"{', '.join(rd.SITE_CHANNEL_TYPES)}, not marked bad); set the channel types "
                                 "(epochs.set_channel_types) or remove the file from [recordings] files.")
             shown.update(header.stimulus_ids)
-            loaders[subject] = rd.EpochsLoader(path=path, subject=subject, channels=good,
-                                               fingerprint=rd.file_fingerprint(path))
+            loaders[subject] = rd.EpochsLoader(path=path, subject=subject, channels=good, fingerprint=fingerprint)
+            metas[subject] = header.meta()
             for ch in good:
                 names.append(f"{subject}/{ch}")
                 subjects.append(subject)
@@ -271,7 +358,7 @@ class FileDataset(DatasetPlugin):
         self._files.append(("sites", sites_path))
         sites = SiteTable(tuple(names), tuple(subjects), tuple(areas),
                           np.vstack(coords) if coords else None)
-        return loaders, sites
+        return loaders, sites, metas
 
     # -- responses ------------------------------------------------------------------------------
     def _match_stimuli(self, file_ids: np.ndarray | None, n_rows: int, stimuli: StimulusSet,
@@ -290,7 +377,8 @@ class FileDataset(DatasetPlugin):
         if len(set(ids)) != len(ids):
             raise DataError(f"'{path}': stimulus_ids has duplicates; give each row a unique stimulus id.")
         pos = {s: i for i, s in enumerate(ids)}
-        extra = [s for s in ids if s not in set(stimuli.ids)]
+        known = set(stimuli.ids)
+        extra = [s for s in ids if s not in known]
         if extra:
             raise DataError(f"'{path}': {len(extra)} stimulus id(s) are not in the stimulus set: {_few(extra)}."
                             f"{did_you_mean(extra[0], stimuli.ids)} Fix stimulus_ids or [stimuli].")
@@ -313,7 +401,11 @@ class FileDataset(DatasetPlugin):
             raise DataError(f"'{path}': 'responses' has NaN/inf values (first at (stimulus, site) = {first}); "
                             "average over available repetitions or drop the site.")
         n_rows, n_sites = data.shape
+        if n_sites == 0:
+            raise DataError(f"'{path}': 'responses' has shape {data.shape}, no site; expected (n_stimuli, n_sites) "
+                            "with at least one site. Save the responses with one column per site.")
         order = self._match_stimuli(arrays.get("stimulus_ids"), n_rows, stimuli, path, "'responses'")
+        data32 = self._as_float32(data, path, "responses")
         site_cols = {}
         for key in ("site_names", "site_areas", "site_subjects"):
             if key not in arrays:
@@ -326,12 +418,24 @@ class FileDataset(DatasetPlugin):
             if col.shape != (n_sites,):
                 raise DataError(f"'{path}': '{key}' has {col.size} entries, expected {n_sites} (one per site, the "
                                 "columns of 'responses').")
-            site_cols[key] = tuple(str(v) for v in col)
+            site_cols[key] = tuple(str(v).strip() for v in col)
+            if key != "site_names":  # missing areas/subjects read as in the sites TSV
+                site_cols[key] = tuple("n/a" if v.lower() in rd._MISSING else v for v in site_cols[key])
+            elif any(not v for v in site_cols[key]):
+                raise DataError(f"'{path}': 'site_names' has {sum(not v for v in site_cols[key])} empty name(s); "
+                                "give every site a name.")
         if len(set(site_cols["site_names"])) != n_sites:
             raise DataError(f"'{path}': 'site_names' has duplicates; site names must be unique.")
         coords = None
         if "site_coords" in arrays:
-            coords = np.asarray(arrays["site_coords"], dtype=np.float64)
+            coords = np.asarray(arrays["site_coords"])
+            if coords.dtype.kind not in "fiu":
+                raise DataError(f"'{path}': 'site_coords' has dtype {coords.dtype}; expected numbers in mm, (n_sites, "
+                                "3), NaN where unknown. Save np.asarray(coords, dtype=float), or leave the key out.")
+            coords = coords.astype(np.float64)
+            if np.isinf(coords).any():
+                raise DataError(f"'{path}': 'site_coords' has infinite values; give coordinates in mm, NaN where "
+                                "unknown.")
             if coords.shape != (n_sites, 3):
                 raise DataError(f"'{path}': 'site_coords' must be (n_sites, 3) = ({n_sites}, 3) in mm, got "
                                 f"{coords.shape}.")
@@ -343,15 +447,49 @@ class FileDataset(DatasetPlugin):
                                 f"got shape {reps.shape} dtype {reps.dtype}.")
             if np.isinf(reps).any():
                 raise DataError(f"'{path}': 'repetitions' has infinite values; use NaN for missing repetitions.")
-            reps = np.ascontiguousarray(reps[:, order], dtype=np.float32)
-        sites = SiteTable(site_cols["site_names"], site_cols["site_subjects"], site_cols["site_areas"], coords)
-        return Responses(data=np.ascontiguousarray(data[order], dtype=np.float32), sites=sites,
+            reps = np.ascontiguousarray(self._as_float32(reps, path, "repetitions")[:, order])
+        names = site_cols["site_names"]
+        spread = data32.max(axis=0) - data32.min(axis=0)
+        constant = np.flatnonzero(spread == 0)
+        if constant.size == n_sites:
+            raise DataError(f"'{path}': every site of 'responses' is constant over the stimuli (e.g. site "
+                            f"'{names[0]}' = {data32[0, 0]:g} for all {n_rows}), so no metric can relate it to a "
+                            "model; check that the right array was saved (one row per stimulus, one column per site).")
+        if constant.size:
+            log.warning("'%s': %d of %d site(s) of 'responses' are constant over the stimuli (%s); their correlation "
+                        "with any model is undefined, so metrics leave them out. Drop them from the file to "
+                        "silence this.", path, constant.size, n_sites, _few([names[i] for i in constant]))
+        sites = SiteTable(names, site_cols["site_subjects"], site_cols["site_areas"], coords)
+        return Responses(data=np.ascontiguousarray(data32[order]), sites=sites,
                          stimulus_ids=stimuli.ids, repetitions=reps, area_order=area_order,
                          info={"source": str(path)})
 
+    @staticmethod
+    def _as_float32(values: np.ndarray, path: Path, key: str) -> np.ndarray:
+        """``values`` as float32, refusing finite values beyond the float32 range (they would become inf)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.asarray(values, dtype=np.float32)
+        overflow = np.isfinite(values) & ~np.isfinite(out)
+        if overflow.any():
+            first = tuple(int(i) for i in np.argwhere(overflow)[0])
+            raise DataError(f"'{path}': '{key}' has values beyond the float32 range (|x| > 3.4e38, first "
+                            f"{float(np.asarray(values)[first]):.3g} at index {first}), which responses are stored "
+                            "as; rescale the values (e.g. to standard units) and save again.")
+        return out
+
     # -- rdms -----------------------------------------------------------------------------------
     def _rdms(self, table: dict[str, Any], stimuli: StimulusSet, area_order: tuple[str, ...] | None) -> BrainRDMs:
-        distance = self._get(table, "rdms", "distance", str, default="correlation")
+        distance = self._get(table, "rdms", "distance", str, default="correlation").strip()
+        if not distance:
+            raise ConfigError(f"'{self.path}': [rdms] distance is empty; name how the RDMs were made, e.g. "
+                              "distance = \"correlation\" (1 - Pearson), or remove it for that default.")
+        from framework.numerics.rdm import DISTANCES  # the distances model RDMs can be made with
+
+        hint = did_you_mean(distance, DISTANCES) if distance not in DISTANCES else ""
+        if hint:
+            log.warning("'%s': [rdms] distance = '%s' is not a distance model RDMs can be made with (%s).%s The rsa "
+                        "metric will refuse it unless --metric-param rsa.distance=... is given; fix the spelling if "
+                        "it is a typo.", self.path, distance, ", ".join(DISTANCES), hint)
         settings = _SECTIONS["rdms"]
         entries = {k: v for k, v in table.items() if k not in settings}
         if not entries:
@@ -359,6 +497,7 @@ class FileDataset(DatasetPlugin):
                               'IT = {file = "it.npz", key = "rdms"}.')
         n = len(stimuli)
         rdms: dict[str, np.ndarray] = {}
+        dropped: dict[str, list[int]] = {}
         species: dict[str, str] = {}
         kinds: dict[str, str] = {}
         for area, entry in entries.items():
@@ -391,8 +530,16 @@ class FileDataset(DatasetPlugin):
             array = rd.read_rdm_array(path, key=key, field=field, source=self.path)
             what = (f"RDMs of area '{area}' ('{path}'" + (f", key {key!r}" if key else "")
                     + (f", field {field!r}" if field else "") + ")")
-            rdms[area] = rd.to_rdm_stack(array, n, what=what, index=index, mean_over=mean_over)
+            rdms[area] = self._usable_rdms(rd.to_rdm_stack(array, n, what=what, index=index, mean_over=mean_over),
+                                           area, what, distance, dropped)
             self._files.append((f"rdms:{area}", path))
+        areas = list(rdms)
+        for i, first in enumerate(areas):
+            same = [b for b in areas[i + 1:] if np.array_equal(rdms[first], rdms[b])]
+            if same:
+                log.warning("'%s': [rdms] areas '%s' and %s have identical RDMs; if that is not intended, fix the "
+                            "file/key/index of one of them.", self.path, first, _few(same))
+                break
         if area_order is None:
             order = tuple(rdms)
         else:
@@ -403,9 +550,11 @@ class FileDataset(DatasetPlugin):
                                   "List every [rdms] area in area_order (or drop area_order to use the [rdms] order).")
             order = tuple(a for a in area_order if a in rdms)
         headline = self._headline_areas(table, order)
+        info: dict[str, Any] = {"source": str(self.path), "n_subjects": {a: int(rdms[a].shape[0]) for a in order}}
+        if dropped:
+            info["dropped_constant_subjects"] = {a: dropped[a] for a in order if a in dropped}
         out = BrainRDMs(rdms={a: rdms[a] for a in order}, stimulus_ids=stimuli.ids, area_order=order,
-                        distance=distance, info={"source": str(self.path),
-                                                 "n_subjects": {a: int(rdms[a].shape[0]) for a in order}},
+                        distance=distance, info=info,
                         headline_areas=headline, area_species={a: species[a] for a in order if a in species},
                         area_kinds={a: kinds[a] for a in order if a in kinds})
         groups = out.area_groups()
@@ -416,6 +565,39 @@ class FileDataset(DatasetPlugin):
                               f"headline, e.g. headline_areas = [\"{order[0]}\"] in [rdms] (the other areas are "
                               "still scored and reported), or declare the same species and kind for every area.")
         return out
+
+    def _usable_rdms(self, stack: np.ndarray, area: str, what: str, distance: str,
+                     dropped: dict[str, list[int]]) -> np.ndarray:
+        """Drop constant RDMs from ``stack`` (n_subjects, n, n) with a warning; refuse when none is left.
+
+        A constant RDM (every off-diagonal entry equal) has no defined correlation with
+        any model RDM, and the ``rsa`` metric averages over subjects, so keeping it would
+        make every score of the area NaN; the other subjects are still usable.
+        """
+        constant = rd.constant_rdms(stack)
+        subjects = np.flatnonzero(constant).tolist()
+        if len(subjects) == stack.shape[0]:
+            value = stack[0, 0, 1] if stack.shape[-1] > 1 else 0.0
+            raise DataError(f"{what}: every RDM ({stack.shape[0]}) is constant (all off-diagonal entries equal, e.g. "
+                            f"{value:g}), so its correlation with any model is undefined and the area cannot be "
+                            f"scored; check the key/field and index, or remove area '{area}' from [rdms].")
+        if subjects:
+            keep = [i for i in range(stack.shape[0]) if i not in subjects]
+            log.warning("%s: %d of %d subject RDM(s) are constant (all off-diagonal entries equal; subject index(es) "
+                        "%s after index/mean_over), so their correlation with any model is undefined; they are left "
+                        "out and the remaining %d subject(s) are renumbered 0..%d. Fix the file, or keep the others "
+                        "explicitly with index = [...] to silence this.", what, len(subjects), stack.shape[0],
+                        subjects, len(keep), len(keep) - 1)
+            dropped[area] = subjects
+            stack = np.ascontiguousarray(stack[keep])
+        if distance.lower() in NONNEGATIVE_DISTANCES:
+            low = float(stack.min())
+            if low < -1e-9 * max(1.0, float(np.abs(stack).max())):
+                log.warning("%s has negative dissimilarities (min %.3g), which a '%s' distance cannot give; if it "
+                            "holds similarities (e.g. correlations with a zeroed diagonal), convert them "
+                            "(1 - r) and save again, or set [rdms] distance to what made them.", what, low,
+                            distance)
+        return stack
 
     def _headline_areas(self, table: dict[str, Any], order: tuple[str, ...]) -> tuple[str, ...] | None:
         if "headline_areas" not in table:
