@@ -229,16 +229,24 @@ def _metric_declarations(names: set[str]) -> tuple[dict[str, str], dict[str, tup
     return headlines, maps
 
 
-def _print_leaderboard(store_dir: Path) -> None:
-    from framework.leaderboard import render_terminal, write_leaderboard
+def _print_leaderboard(store_dir: Path, *, readonly: bool = False) -> None:
+    """Print the leaderboard and write its files into the store; a store that cannot be written
+    (read-only folder or mount) is still printed, with a warning that the files were not written."""
+    from framework.leaderboard import build_boards, latest_rows, render_terminal, write_leaderboard
     from framework.store import ResultsStore
 
-    with ResultsStore(store_dir) as store:
+    with ResultsStore(store_dir, readonly=readonly) as store:
         metrics = {r["metric"] for r in store.rows(status="ok")}
         headlines, maps = _metric_declarations(metrics)
-        boards, paths = write_leaderboard(store, headlines, maps)
+        try:
+            boards, paths = write_leaderboard(store, headlines, maps)
+        except OSError as exc:
+            boards, paths = build_boards(latest_rows(store), headlines), []
+            log.warning("Leaderboard files not written: '%s' is not writable (%s).", store_dir,
+                        exc.strerror or exc)
     print(render_terminal(boards), end="")
-    print(f"Leaderboard written to {', '.join(str(p) for p in paths)}")
+    if paths:
+        print(f"Leaderboard written to {', '.join(str(p) for p in paths)}")
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -247,7 +255,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if not (args.store / DB_NAME).is_file():
         raise ConfigError(f"No results store at '{args.store}' (no {DB_NAME}); run `framework run --store "
                           f"{args.store}` first or give the right --store.")
-    _print_leaderboard(args.store)
+    _print_leaderboard(args.store, readonly=True)
     return EXIT_OK
 
 

@@ -43,7 +43,7 @@ from framework.errors import ConfigError, DataError, FrameworkError, did_you_mea
 from framework.numerics.stimuli import stimulus_order
 from framework.paths import user_cache_dir
 from framework.registry import RANDOM_SUFFIX, Registry, load_registry
-from framework.store import Cell, ResultsStore
+from framework.store import Cell, ResultsStore, StoreWriteError
 from framework.target_io import load_target, save_target
 from framework.types import Activations, Dataset, StimulusSet, Target, digest_of
 
@@ -580,7 +580,12 @@ class Scheduler:
                 log.info("%d of %d cells already in the store (same inputs and weights); skipping them.",
                          summary.n_skipped, len(plan.cells))
             if any(w.cells for w in works):
-                self._run_pending(works, summary)
+                try:
+                    self._run_pending(works, summary)
+                except StoreWriteError:  # not finish_run: it would fail the same way
+                    log.error("Run %s stopped: %d cell(s) scored before the store failed.", self.run_id,
+                              summary.n_done)
+                    raise
         summary.seconds = time.perf_counter() - t_start
         self.store.finish_run(self.run_id, n_done=summary.n_done, n_failed=summary.n_failed,
                               n_skipped=summary.n_skipped)
