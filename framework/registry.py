@@ -205,6 +205,9 @@ class Registry:
 
         spec, implied = self.resolve(kind, name)
         merged = {**implied, **overrides}
+        if kind == "model" and "weights" in implied and merged.get("weights_file") is not None:
+            raise ConfigError(f"Model '{name}' is the random-init control and takes no weights file; give the "
+                              f"file to '{name[:-len(RANDOM_SUFFIX)]}' instead.")
         context_keys = MODEL_CONTEXT if kind == "model" else DATASET_CONTEXT if kind == "dataset" else ()
         context = {k: merged.pop(k) for k in list(merged) if k in context_keys}
         if kind == "model":

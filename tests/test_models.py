@@ -253,8 +253,9 @@ def test_torchvision_offline_message_names_weights_file(monkeypatch, tmp_path):
 
     monkeypatch.setattr(urllib.request, "urlopen", no_download)    # the plugin's own downloader
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    monkeypatch.setattr(common, "host_unreachable", lambda url, timeout=None: None)  # the probe passes
     model = TorchvisionModel(name="squeezenet1_0", arch="squeezenet1_0", weights="pretrained")
-    with pytest.raises(DataError, match=r"--weights-file squeezenet1_0=PATH"):
+    with pytest.raises(DataError, match=r"OSError: offline \(test\).*--weights-file squeezenet1_0=PATH"):
         model.weights_info()
 
 

@@ -2,9 +2,12 @@
 
 * image -> tensor: any PIL mode (L, LA, P, RGBA, I;16, CMYK, ...) becomes RGB, any size is
   accepted (the library's own resize / centre crop does the rest);
-* weights files: ``.safetensors``, ``.pt``, ``.pth`` (and ``.bin``) read into a state dict and
-  loaded strictly, with one :class:`~framework.errors.DataError` naming the file and what is wrong;
+* weights files: ``.safetensors``, ``.pt``, ``.pth`` read into a state dict without running code
+  (safetensors, or ``torch.load(weights_only=True)``) and loaded strictly, with one
+  :class:`~framework.errors.DataError` line naming the file, what is wrong and the fix;
+* cached hub files checked against the SHA-256 their name carries before they are read;
 * seeded random initialisation that does not disturb the caller's global RNG;
+* one warning per model when stimuli are much smaller than the network input (upsampled > 4x);
 * SHA-256 digests of files and of state dicts;
 * :class:`HookedTorchModel`, the base of both plugins: layer discovery by a dry forward pass,
   forward-hook extraction under ``eval()`` and ``torch.inference_mode()`` with the hooks removed
@@ -25,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -43,10 +47,13 @@ log = logging.getLogger("framework.models")
 PIXELS = "pixels"
 #: Weights policies accepted by every model plugin.
 WEIGHTS_POLICIES = ("auto", "pretrained", "random")
-#: File suffixes accepted as weights files.
-WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+#: File suffixes accepted as weights files (``--weights-file``): safetensors, or torch.save.
+WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth")
 #: Background the alpha channel of RGBA / LA / transparent-palette images is composited onto.
 ALPHA_BACKGROUND = (255, 255, 255)
+#: A stimulus whose shorter side is below this fraction of the network input's shorter side is
+#: "small" (upsampled more than 4x; e.g. below 56 px for a 224 px crop): extraction warns once.
+SMALL_IMAGE_FRACTION = 0.25
 
 
 # ----------------------------------------------------------------------------------------
@@ -142,63 +149,264 @@ def seeded(build: Callable[[], Any], seed: int) -> Any:
 # ----------------------------------------------------------------------------------------
 # weights files
 # ----------------------------------------------------------------------------------------
+#: Entries of a training checkpoint that may hold the state dict, tried in this order.
+CHECKPOINT_WRAPPERS = ("state_dict", "model_state_dict", "model")
+#: A Hugging Face cache blob is named by the SHA-256 of its bytes (large files).
+_SHA256_NAME = re.compile(r"[0-9a-f]{64}")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+#: What the file starts with, by format: a torch.save zip, a legacy torch.save / plain pickle.
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = b"\x80"
+
+
+def one_line(text: Any, limit: int = 200) -> str:
+    """``str(text)`` as one line: terminal colour codes dropped, whitespace collapsed, at most ``limit`` characters."""
+    flat = " ".join(_ANSI.sub("", str(text)).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+class WeightsFileProblem(ValueError):
+    """A weights file that cannot be used. ``str()`` is one line ("it is empty (0 bytes)"); ``fix`` says what to do."""
+
+    def __init__(self, reason: str, fix: str) -> None:
+        super().__init__(reason)
+        self.fix = fix
+
+
+_FIX_DAMAGED = "Copy or download the file again (it looks incomplete or damaged)"
+_FIX_PICKLE = ("Save only the tensors, from a source you trust: torch.save(model.state_dict(), PATH) "
+               "or safetensors.torch.save_file(model.state_dict(), PATH)")
+_FIX_NOT_STATE_DICT = "Save model.state_dict() (a dict of named tensors) instead"
+
+
 def _file_fix(model: str) -> str:
     return (f"Pass a complete weights file saved from the same architecture "
             f"(--weights-file {model}=PATH, a .safetensors/.pt/.pth state dict), or drop the option.")
 
 
+def _text_head(path: Path, n_bytes: int = 64) -> str | None:
+    """The first characters of ``path`` if it looks like text (printable UTF-8), else None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(n_bytes)
+    except OSError:
+        return None
+    if not head or head.startswith((_ZIP_MAGIC, _PICKLE_MAGIC)):
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:  # may be a character cut in two at the end
+        try:
+            text = head[:-3].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if not text or any(not (c.isprintable() or c in "\t\r\n") for c in text):
+        return None
+    return one_line(text, 30)
+
+
+def _other_format(path: Path) -> WeightsFileProblem | None:
+    """A file whose bytes are the other accepted format than its suffix says (safetensors vs torch.save)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if path.suffix.lower() == ".safetensors" and head.startswith((_ZIP_MAGIC, _PICKLE_MAGIC)):
+        return WeightsFileProblem("it is a torch.save file, not a safetensors file",
+                                  f"Rename it to '{path.stem}.pt'")
+    if (path.suffix.lower() != ".safetensors" and len(head) == 9 and head[8:9] == b"{"
+            and int.from_bytes(head[:8], "little") < size):
+        return WeightsFileProblem("it is a safetensors file, not a torch.save file",
+                                  f"Rename it to '{path.stem}.safetensors'")
+    return None
+
+
+def _torch_load_failure(path: Path, exc: BaseException) -> WeightsFileProblem:
+    """Describe why ``torch.load(path, weights_only=True)`` failed, in one line and without torch's advice
+    (it suggests ``weights_only=False``, which would run whatever code the file holds)."""
+    head = _text_head(path)
+    if head is not None:
+        return WeightsFileProblem(f"it is a text file (it starts with {head!r}), not weights saved by torch.save",
+                                  "Give the weights file itself, not a text file")
+    text = _ANSI.sub("", str(exc))
+    unsafe = _UNSAFE_GLOBAL.search(text)
+    if unsafe is not None:
+        name = unsafe.group(1)
+        if name.startswith("torch.nn.") or ".modules." in name:
+            return WeightsFileProblem(f"it holds a pickled Python object ({name}; e.g. a whole model saved with "
+                                      "torch.save(model)), not only tensors; it was refused without unpickling it",
+                                      _FIX_NOT_STATE_DICT)
+        return WeightsFileProblem(f"it holds pickled Python objects other than tensors ({name}), which can run code "
+                                  "when loaded; it was refused without running them", _FIX_PICKLE)
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0].split(". ", 1)[0]
+        return WeightsFileProblem(f"it holds pickled data other than plain tensors ({one_line(detail, 120)}); it "
+                                  "was refused without unpickling it", _FIX_PICKLE)
+    lines = [ln for ln in text.splitlines() if ln.strip() and "weights_only" not in ln]
+    first = f": {one_line(lines[0].split('. ', 1)[0].rstrip('.'), 150)}" if lines else ""
+    return WeightsFileProblem(f"torch.load cannot read it ({type(exc).__name__}{first}); it is probably truncated or "
+                              "corrupt", _FIX_DAMAGED)
+
+
+def read_weights_object(path: str | Path) -> Any:
+    """Read a weights file without running code: ``.safetensors`` with :mod:`safetensors`, anything else
+    with ``torch.load(weights_only=True)`` (tensors and plain containers only).
+
+    Returns
+    -------
+    object
+        What the file holds: for safetensors a ``{name: tensor}`` dict; for torch.save files any
+        container of tensors and plain values, on the CPU.
+
+    Raises
+    ------
+    WeightsFileProblem
+        The file is empty, cannot be opened, is text, is truncated or corrupt, or holds pickled
+        objects other than tensors (refused, never unpickled); the message is one line.
+    """
+    import torch
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise WeightsFileProblem(f"it cannot be opened ({one_line(exc, 150)})",
+                                 "Check the path and its permissions") from None
+    if size == 0:
+        raise WeightsFileProblem("it is empty (0 bytes)", _FIX_DAMAGED)
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except (PermissionError, IsADirectoryError) as exc:
+        raise WeightsFileProblem(f"it cannot be opened ({one_line(exc, 150)})",
+                                 "Check the path and its permissions") from None
+    except Exception as exc:  # safetensors / pickle / zip raise many kinds for damaged or unsafe files
+        other = _other_format(path)
+        if other is not None:
+            raise other from None
+        if path.suffix.lower() != ".safetensors":
+            raise _torch_load_failure(path, exc) from None
+        head = _text_head(path)
+        if head is not None:
+            raise WeightsFileProblem(f"it is a text file (it starts with {head!r}), not a safetensors file",
+                                     "Give the weights file itself, not a text file") from None
+        raise WeightsFileProblem(f"safetensors cannot read it ({type(exc).__name__}: {one_line(exc, 150)}, "
+                                 f"{size} bytes); it is probably truncated or corrupt", _FIX_DAMAGED) from None
+
+
+def as_state_dict(obj: Any) -> dict[str, torch.Tensor]:
+    """The flat ``{name: tensor}`` state dict in what a weights file holds.
+
+    A checkpoint dict holding the weights under one of :data:`CHECKPOINT_WRAPPERS` is
+    unwrapped, and a ``"module."`` prefix common to every name (DataParallel) is stripped.
+
+    Raises
+    ------
+    WeightsFileProblem
+        ``obj`` is a bare tensor, not a dict, an empty dict, or has entries that are not tensors.
+    """
+    import torch
+
+    where = ""
+    if isinstance(obj, dict):
+        for wrapper in CHECKPOINT_WRAPPERS:
+            if isinstance(obj.get(wrapper), dict):
+                obj, where = obj[wrapper], f" (under '{wrapper}')"
+                break
+    if isinstance(obj, torch.Tensor):
+        raise WeightsFileProblem(f"it holds a single tensor of shape {tuple(obj.shape)}{where}, not a state dict "
+                                 "(a dict of named tensors)", _FIX_NOT_STATE_DICT)
+    if not isinstance(obj, dict):
+        raise WeightsFileProblem(f"it holds a {type(obj).__name__}{where}, not a state dict (a dict of named "
+                                 "tensors)", _FIX_NOT_STATE_DICT)
+    if not obj:
+        raise WeightsFileProblem(f"it holds an empty dict{where}, no tensors", _FIX_NOT_STATE_DICT)
+    bad = [f"{k!r} ({type(v).__name__})" for k, v in obj.items()
+           if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        wrappers = "/".join(f"'{w}'" for w in CHECKPOINT_WRAPPERS)
+        raise WeightsFileProblem(f"it holds a dict{where} with {len(bad)} of {len(obj)} entries that are not "
+                                 f"named tensors (e.g. {', '.join(bad[:3])})"
+                                 + ("" if where else f" and no {wrappers} entry holding the weights"),
+                                 _FIX_NOT_STATE_DICT)
+    if all(k.startswith("module.") for k in obj):
+        return {k[len("module."):]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def check_weights_path(path: str | Path, *, model: str) -> Path:
+    """Check what a weights file's path says without reading the file (cheap; used at construction).
+
+    Raises
+    ------
+    DataError
+        ``path`` does not exist, is a directory, does not end in one of
+        :data:`WEIGHTS_SUFFIXES`, or is empty.
+    """
+    path = Path(path).expanduser()
+    what = f"Weights file '{path}' for model '{model}'"
+    if path.is_dir():
+        inside: list[str] = []
+        with contextlib.suppress(OSError):
+            inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in WEIGHTS_SUFFIXES)[:3]
+        hint = f" (it holds {', '.join(inside)})" if inside else ""
+        raise DataError(f"{what} is a directory, not a file{hint}. Give the path of the weights file itself: "
+                        f"--weights-file {model}=DIR/FILE.safetensors (or .pt/.pth).")
+    if not path.is_file():
+        raise DataError(f"{what} does not exist. {_file_fix(model)}")
+    suffix = path.suffix.lower()
+    if suffix not in WEIGHTS_SUFFIXES:
+        raise DataError(f"{what} has suffix '{path.suffix}'; expected one of {', '.join(WEIGHTS_SUFFIXES)}. "
+                        "Save the state dict with safetensors.torch.save_file (.safetensors) or torch.save (.pt) "
+                        "(a torch.save file under another name, e.g. pytorch_model.bin, can be renamed to .pt) "
+                        f"and pass it with --weights-file {model}=PATH.")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DataError(f"{what} cannot be opened ({one_line(exc, 150)}). Check the path and its permissions, or "
+                        "drop the option.") from None
+    if size == 0:
+        raise DataError(f"{what} is empty (0 bytes). {_FIX_DAMAGED}, or drop the option.")
+    return path
+
+
 def read_state_dict(path: str | Path, *, model: str) -> dict[str, torch.Tensor]:
-    """Read a weights file into a flat ``{name: tensor}`` state dict on the CPU.
+    """Read a weights file into a flat ``{name: tensor}`` state dict on the CPU, without running code.
 
     Parameters
     ----------
     path : str or Path
-        ``.safetensors`` (read with :mod:`safetensors`), or ``.pt`` / ``.pth`` / ``.bin``
-        (``torch.load(weights_only=True)``). A checkpoint dict holding the weights under
-        ``"state_dict"``, ``"model"`` or ``"model_state_dict"`` is unwrapped, and a common
-        ``"module."`` prefix (DataParallel) is stripped.
+        ``.safetensors`` (read with :mod:`safetensors`), or ``.pt`` / ``.pth``
+        (``torch.load(weights_only=True)``: tensors and plain containers only). A checkpoint dict
+        holding the weights under ``"state_dict"``, ``"model_state_dict"`` or ``"model"`` is
+        unwrapped, and a ``"module."`` prefix common to every name (DataParallel) is stripped.
     model : str
         Model name, used in error messages.
 
     Raises
     ------
     DataError
-        The file is missing, has an unsupported suffix, is truncated or corrupt, or holds no
-        tensors.
+        One line naming the file and the model, what is wrong and the fix: the file is missing,
+        a directory, has an unsupported suffix, is empty, text, truncated or corrupt, holds
+        pickled objects other than tensors (refused unread), or holds no state dict.
     """
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"Weights file '{path}' for model '{model}' does not exist. {_file_fix(model)}")
-    suffix = path.suffix.lower()
-    if suffix not in WEIGHTS_SUFFIXES:
-        raise DataError(f"Weights file '{path}' for model '{model}' has suffix '{path.suffix}'; expected one of "
-                        f"{', '.join(WEIGHTS_SUFFIXES)}. Save the state dict with safetensors.torch.save_file "
-                        "or torch.save.")
+    path = check_weights_path(path, model=model)
     try:
-        if suffix == ".safetensors":
-            from safetensors.torch import load_file
+        return as_state_dict(read_weights_object(path))
+    except WeightsFileProblem as exc:
+        raise DataError(f"Weights file '{path}' for model '{model}' cannot be used: {exc}. {exc.fix}; pass it with "
+                        f"--weights-file {model}=PATH (a .safetensors/.pt/.pth state dict), or drop the "
+                        "option.") from None
 
-            obj: Any = load_file(str(path), device="cpu")
-        else:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # safetensors / pickle / zip raise many kinds for damaged files
-        size = path.stat().st_size
-        raise DataError(f"Weights file '{path}' for model '{model}' cannot be read ({size} bytes; "
-                        f"{type(exc).__name__}: {str(exc)[:200]}); it is probably truncated or corrupt. "
-                        f"{_file_fix(model)}") from None
-    if isinstance(obj, dict):
-        for wrapper in ("state_dict", "model_state_dict", "model"):
-            if wrapper in obj and isinstance(obj[wrapper], dict):
-                obj = obj[wrapper]
-                break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise DataError(f"Weights file '{path}' for model '{model}' does not hold a state dict "
-                        f"(got {type(obj).__name__}). {_file_fix(model)}")
-    if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return obj
+
+#: Missing entries that ``load_state_dict`` fills itself (batch-norm counters absent from old checkpoints).
+_OPTIONAL_KEYS = ("num_batches_tracked",)
 
 
 def load_state_dict_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], *, path: str | Path,
@@ -206,18 +414,21 @@ def load_state_dict_strict(module: torch.nn.Module, state: dict[str, torch.Tenso
     """Load ``state`` into ``module`` with ``strict=True`` after checking keys and shapes.
 
     The check runs before anything is copied, so a failing file leaves ``module`` untouched.
+    Batch-norm ``num_batches_tracked`` counters may be missing (checkpoints from before they existed).
 
     Raises
     ------
     DataError
-        Naming the file, the counts of missing and unexpected keys (with examples) and the
-        first shape mismatches.
+        One line naming the file and the model, the counts of missing and unexpected keys (with
+        up to three examples each) and of shape mismatches (with up to two).
     """
     expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+    missing = [k for k in expected if k not in state and not k.endswith(_OPTIONAL_KEYS)]
+    # examples: parameters before batch-norm counters, which say little about what the file is
+    unexpected = sorted((k for k in state if k not in expected), key=lambda k: k.endswith(_OPTIONAL_KEYS))
     mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
                   for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    fix = f"It was probably saved from another architecture or with other model options. {_file_fix(model)}"
     if missing or unexpected or mismatched:
         parts = []
         if missing:
@@ -227,9 +438,12 @@ def load_state_dict_strict(module: torch.nn.Module, state: dict[str, torch.Tenso
         if mismatched:
             parts.append(f"{len(mismatched)} shape mismatches (e.g. {'; '.join(mismatched[:2])})")
         raise DataError(f"Weights file '{path}' does not fit model '{model}' ({len(expected)} tensors expected, "
-                        f"{len(state)} in file): {'; '.join(parts)}. It was probably saved from another "
-                        f"architecture or with other model options. {_file_fix(model)}")
-    module.load_state_dict(state, strict=True)
+                        f"{len(state)} in file): {'; '.join(parts)}. {fix}")
+    try:
+        module.load_state_dict(state, strict=True)
+    except Exception as exc:  # e.g. a dtype that cannot be copied, a counter torch does not fill
+        raise DataError(f"Weights file '{path}' does not fit model '{model}': load_state_dict failed "
+                        f"({type(exc).__name__}: {one_line(exc, 200)}). {fix}") from None
 
 
 # ----------------------------------------------------------------------------------------
@@ -239,7 +453,11 @@ def load_state_dict_strict(module: torch.nn.Module, state: dict[str, torch.Tenso
 #: before giving up; ``$FRAMEWORK_DOWNLOAD_TIMEOUT`` overrides it. A firewalled machine
 #: therefore falls back (``weights="auto"``) or fails (``"pretrained"``) instead of hanging.
 DOWNLOAD_TIMEOUT = 20.0
-_HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")
+#: Seconds the offline probe (:func:`host_unreachable`) waits for a TCP connection; a smaller
+#: ``$FRAMEWORK_DOWNLOAD_TIMEOUT`` lowers it too.
+PROBE_TIMEOUT_S = 5.0
+#: torchvision / torch hub file names end in ``-<first hex digits of the file's SHA-256>.<ext>``.
+_HASH_IN_NAME = re.compile(r".*-([0-9a-f]{6,64})\.[A-Za-z0-9]+")
 
 
 def download_timeout() -> float:
@@ -252,9 +470,89 @@ def download_timeout() -> float:
 
 
 def hash_prefix_in_name(name: str) -> str | None:
-    """The SHA-256 prefix a hub file name carries (``alexnet-owt-7be5be79.pth`` -> ``7be5be79``), if any."""
-    match = _HASH_IN_NAME.search(name)
+    """The SHA-256 prefix a hub file name carries after its last '-' (``alexnet-owt-7be5be79.pth`` ->
+    ``7be5be79``), or None (fewer than 6 lower-case hex digits there)."""
+    match = _HASH_IN_NAME.fullmatch(os.path.basename(name))
     return match.group(1) if match else None
+
+
+def expected_sha256_prefix(path: str | Path) -> str | None:
+    """What the name of a cached weights file says its SHA-256 starts with, or None if it says nothing.
+
+    A torch hub file carries a prefix in its name (:func:`hash_prefix_in_name`); a Hugging Face
+    cache entry is a link to a blob named by the file's whole SHA-256.
+    """
+    path = Path(path)
+    link = path
+    with contextlib.suppress(OSError):
+        for _ in range(8):  # snapshots/<commit>/<file> -> ../../blobs/<sha256>; follow a few links only
+            if _SHA256_NAME.fullmatch(link.name):
+                return link.name
+            if not link.is_symlink():
+                break
+            link = link.parent / os.readlink(link)
+    return hash_prefix_in_name(path.name)
+
+
+def check_cached_file(path: str | Path, *, what: str, fix: str) -> str:
+    """SHA-256 of a cached weights file, checked against what its name says BEFORE anything reads it as weights.
+
+    Parameters
+    ----------
+    path : str or Path
+        A file in the torch hub or Hugging Face cache.
+    what : str
+        Its description in messages ("pretrained weights AlexNet_Weights.IMAGENET1K_V1 for model 'alexnet'").
+    fix : str
+        The alternatives to offer besides deleting the file.
+
+    Returns
+    -------
+    str
+        The file's SHA-256 hex digest (64 characters).
+
+    Raises
+    ------
+    DataError
+        The digest does not start with the hash in the name (the file is not the published one:
+        damaged, or planted), or the file cannot be read; one line with both prefixes and the fix.
+    """
+    path = Path(path)
+    expected = expected_sha256_prefix(path)
+    try:
+        digest = sha256_file(path)
+    except OSError as exc:
+        raise DataError(f"Cached file '{path}' ({what}) cannot be read ({one_line(exc, 150)}). Check its "
+                        f"permissions or delete it (it will be downloaded again), or {fix}") from None
+    if expected and not digest.startswith(expected):
+        n = min(len(expected), 16)
+        raise DataError(f"Cached file '{path}' ({what}) is not the published file: its SHA-256 starts with "
+                        f"'{digest[:n]}' but its name says '{expected[:n]}'; it was not loaded. Delete it (it will "
+                        f"be downloaded again), or {fix}")
+    return digest
+
+
+def host_unreachable(url: str, timeout: float | None = None) -> str | None:
+    """None when a TCP connection to ``url``'s host (or to the proxy configured for its scheme) opens
+    within ``timeout`` seconds (default :data:`PROBE_TIMEOUT_S`), else the reason: a fast offline check."""
+    import socket
+    import urllib.request
+
+    parsed = urlparse(url)
+    host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+    if not host:
+        return f"no host in {url!r}"
+    via = ""
+    proxy = urllib.request.getproxies().get(parsed.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        p = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        if p.hostname:
+            host, port, via = p.hostname, p.port or (443 if p.scheme == "https" else 80), " (proxy)"
+    try:
+        with socket.create_connection((host, port), timeout=timeout or min(PROBE_TIMEOUT_S, download_timeout())):
+            return None
+    except OSError as exc:
+        return f"{host}:{port}{via} unreachable: {one_line(exc, 100)}"
 
 
 def download_file(url: str, dst: str | Path, *, hash_prefix: str | None = None,
@@ -295,27 +593,83 @@ def download_file(url: str, dst: str | Path, *, hash_prefix: str | None = None,
         tmp.unlink(missing_ok=True)
 
 
+def hub_cache_path(url: str) -> Path:
+    """Where torch hub (and torchvision, timm) keep a file downloaded from ``url``:
+    ``<torch.hub.get_dir()>/checkpoints/<file name of the URL>`` (``$TORCH_HOME/hub/checkpoints``)."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def load_hub_checkpoint(module: torch.nn.Module, url: str, *, model: str, what: str,
+                        cached: str | Path | None = None) -> tuple[Path, str]:
+    """Load the state dict published at ``url`` into ``module`` through the torch hub cache, never unpickling.
+
+    1. Missing from the cache: a quick offline probe (:func:`host_unreachable`, at most
+       :data:`PROBE_TIMEOUT_S`), then a download that times out (:func:`download_timeout`) and
+       is kept only if its SHA-256 starts with the hash in the file name.
+    2. The cached file's SHA-256 is checked against the hash in its name BEFORE it is read
+       (:func:`check_cached_file`): a damaged or planted file is refused, not loaded.
+    3. It is read with ``torch.load(weights_only=True)`` (tensors only: a file that would run
+       code is refused, never executed) and loaded strictly (:func:`load_state_dict_strict`).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network, left untouched when anything fails.
+    url : str
+        Where the file is published; its name should end in ``-<SHA-256 prefix>.<ext>``.
+    model : str
+        Model name, for messages and the ``--weights-file`` hint.
+    what : str
+        The weights in messages ("pretrained weights AlexNet_Weights.IMAGENET1K_V1 for model 'alexnet'").
+    cached : str or Path, optional
+        The cache file; default :func:`hub_cache_path`.
+
+    Returns
+    -------
+    (Path, str)
+        The cache file and its SHA-256 hex digest.
+
+    Raises
+    ------
+    DataError
+        One line naming the URL or file and the fix (delete the file, ``--weights-file``,
+        ``--weights random``).
+    """
+    cached = Path(cached) if cached is not None else hub_cache_path(url)
+    fix = f"pass a local file with --weights-file {model}=PATH (.safetensors/.pt/.pth), or use --weights random."
+    if not cached.is_file():
+        reason = host_unreachable(url)
+        if reason is None:
+            try:
+                download_file(url, cached, hash_prefix=hash_prefix_in_name(cached.name))
+            except Exception as exc:  # URLError, timeout, hash mismatch, disk full ...
+                reason = f"{type(exc).__name__}: {one_line(exc, 150)}"
+        if reason is not None:
+            raise DataError(f"The {what} are not in the torch hub cache and cannot be downloaded from {url} "
+                            f"({reason}). Place that file at '{cached}' (e.g. copied from an online machine), "
+                            f"or {fix}")
+    digest = check_cached_file(cached, what=what, fix=fix)
+    try:
+        state = load_checkpoint_tensors(cached)
+    except WeightsFileProblem as exc:
+        raise DataError(f"Torch hub cache file '{cached}' ({what}) cannot be loaded safely: {exc}. Delete it "
+                        f"(it will be downloaded again), or {fix}") from None
+    load_state_dict_strict(module, state, path=cached, model=model)
+    return cached, digest
+
+
 def load_checkpoint_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a ``torch.save`` state dict with ``torch.load(weights_only=True)``: tensors and plain
-    containers only, so a file crafted to run code when unpickled is refused, never executed.
+    """Read a cached state dict without running code (:func:`read_weights_object`, :func:`as_state_dict`).
 
     Raises
     ------
     ValueError
-        The file cannot be read that way (corrupt, or holds other objects) or is not a state dict;
-        the message is one line.
+        (:class:`WeightsFileProblem`) The file cannot be read that way (empty, corrupt, or holds
+        objects other than tensors: refused, never unpickled) or is not a state dict; one line.
     """
-    import torch
-
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError (forbidden global), RuntimeError (damaged zip), EOFError ...
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise ValueError(f"torch.load(weights_only=True) refused it: {type(exc).__name__}: {first[:200]}") from None
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"it holds a {type(obj).__name__}, not a state dict of tensors")
-    return obj
-
+    return as_state_dict(read_weights_object(path))
 
 # ----------------------------------------------------------------------------------------
 # the base plugin
@@ -372,10 +726,9 @@ class HookedTorchModel(ModelPlugin):
             raise ConfigError(f"{name}: seed must be a non-negative integer, got {seed!r}; e.g. seed=0.")
         self.seed = int(seed)
         if weights_file is not None:
-            weights_file = Path(weights_file).expanduser()
-            if not weights_file.is_file():
-                raise DataError(f"Weights file '{weights_file}' for model '{name}' does not exist. "
-                                f"{_file_fix(name)}")
+            if not isinstance(weights_file, (str, os.PathLike)):
+                raise ConfigError(f"{name}: weights_file must be a path, got {weights_file!r}. {_file_fix(name)}")
+            weights_file = check_weights_path(weights_file, model=name)
         self.weights_file: Path | None = weights_file
         if layers is not None and (isinstance(layers, str) or not all(isinstance(x, str) for x in layers)
                                    or not layers):
@@ -385,6 +738,7 @@ class HookedTorchModel(ModelPlugin):
         self._info: WeightsInfo | str | None = None  # str: random init, digest pending
         self._graph: tuple[list[str], dict[str, _Tap], dict[str, tuple[int, ...]]] | None = None
         self._transform: Callable[[Image.Image], torch.Tensor] | None = None
+        self._warned_small = False
 
     # -- subclass hooks -------------------------------------------------------------------
     _input_size: tuple[int, int, int] = (3, 224, 224)
@@ -435,8 +789,12 @@ class HookedTorchModel(ModelPlugin):
             state = read_state_dict(self.weights_file, model=self.name)
             load_state_dict_strict(module, state, path=self.weights_file, model=self.name)
             module.eval()
-            return WeightsInfo(source="file", label=f"file {self.weights_file.name}",
-                               digest=sha256_file(self.weights_file), seed=None,
+            try:
+                digest = sha256_file(self.weights_file)
+            except OSError as exc:  # removed or made unreadable since it was read
+                raise DataError(f"Weights file '{self.weights_file}' for model '{self.name}' cannot be read "
+                                f"({one_line(exc, 150)}). {_file_fix(self.name)}") from None
+            return WeightsInfo(source="file", label=f"file {self.weights_file.name}", digest=digest, seed=None,
                                detail=f"loaded strictly from {self.weights_file.resolve()}")
         if self.weights == "random":
             return self._random_info(f"torch.manual_seed({self.seed}) before building; {self.library} init")
@@ -483,8 +841,32 @@ class HookedTorchModel(ModelPlugin):
         tf = self.transform()
         return torch.stack([tf(to_rgb(img)) for img in images]).to(torch.float32)
 
+    def small_image_px(self) -> int:
+        """Images whose shorter side (px) is below this are reported as "small": a quarter of the
+        input's shorter side (56 px for a 224 px crop), i.e. upsampled more than 4x, so that the
+        network sees mostly interpolation (see :data:`SMALL_IMAGE_FRACTION`)."""
+        return max(1, math.ceil(min(self._input_size[1:]) * SMALL_IMAGE_FRACTION))
+
+    def _sized_batch(self, stimuli: StimulusSet, start: int, stop: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Stimuli ``start:stop`` preprocessed, and their (width, height) in px as decoded."""
+        images = [stimuli.image(i) for i in range(start, stop)]
+        return self.preprocess(images), [tuple(img.size) for img in images]
+
     def _batch(self, stimuli: StimulusSet, start: int, stop: int) -> torch.Tensor:
-        return self.preprocess([stimuli.image(i) for i in range(start, stop)])
+        return self._sized_batch(stimuli, start, stop)[0]
+
+    def _warn_small(self, sizes: list[tuple[int, int]], n_stimuli: int) -> None:
+        """Warn once per model (i.e. once per run) about the stimuli smaller than :meth:`small_image_px`."""
+        limit = self.small_image_px()
+        small = [s for s in sizes if min(s) < limit]
+        if not small or self._warned_small:
+            return
+        self._warned_small = True
+        w, h = min(small, key=lambda s: (min(s), s[0] * s[1]))
+        log.warning("Model '%s': %d of %d stimuli are smaller than %d px on their shorter side (a quarter of the "
+                    "%dx%d px input; smallest %dx%d px) and were upsampled to the input size, so the network sees "
+                    "mostly interpolation. Use larger images if that was not intended.", self.name, len(small),
+                    n_stimuli, limit, self._input_size[2], self._input_size[1], w, h)
 
     # -- layers -----------------------------------------------------------------------------
     def _discover(self) -> tuple[list[str], dict[str, _Tap], dict[str, tuple[int, ...]]]:
@@ -631,7 +1013,9 @@ class HookedTorchModel(ModelPlugin):
         Each batch runs under ``eval()`` and ``torch.inference_mode()`` with forward hooks that
         are removed in ``finally`` before the batch is yielded (no hook or grad mode leaks into
         the consumer). The forward pass stops as soon as every requested layer is captured.
-        Preprocessing of the next batch overlaps the forward pass of the current one.
+        Preprocessing of the next batch overlaps the forward pass of the current one. Stimuli
+        smaller than :meth:`small_image_px` are counted as they are decoded and reported in one
+        warning per model, before the last batch is yielded.
         """
         if not isinstance(stimuli, StimulusSet):
             raise ConfigError(f"{self.name}: extract() needs a StimulusSet, got {type(stimuli).__name__}.")
@@ -652,14 +1036,18 @@ class HookedTorchModel(ModelPlugin):
         by_path = dict(module.named_modules())
         n = len(stimuli)
         starts = list(range(0, n, batch_size))
+        sizes: list[tuple[int, int]] = []
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="framework-preprocess")
         try:
-            pending = pool.submit(self._batch, stimuli, 0, min(batch_size, n)) if n else None
+            pending = pool.submit(self._sized_batch, stimuli, 0, min(batch_size, n)) if n else None
             for k in range(len(starts)):
                 assert pending is not None
-                x = pending.result()
-                pending = (pool.submit(self._batch, stimuli, starts[k + 1], min(starts[k + 1] + batch_size, n))
+                x, batch_sizes = pending.result()
+                sizes.extend(batch_sizes)
+                pending = (pool.submit(self._sized_batch, stimuli, starts[k + 1], min(starts[k + 1] + batch_size, n))
                            if k + 1 < len(starts) else None)
+                if k + 1 == len(starts):  # every image decoded: one warning with the full count
+                    self._warn_small(sizes, n)
                 yield self._forward(module, by_path, x, layers, groups)
         finally:
             if pending is not None:

@@ -23,11 +23,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
-from urllib.parse import urlparse
 
 from pydantic import ConfigDict
 
@@ -36,14 +34,20 @@ from framework.errors import ConfigError, DataError, unknown_name_error
 from framework.params import PluginParams, param
 from plugins.models._torch_common import (
     PIXELS,
+    PROBE_TIMEOUT_S,
     HookedTorchModel,
     _Tap,
+    check_cached_file,
+    download_file,
+    hash_prefix_in_name,
+    hub_cache_path,
     interpolation_name,
+    one_line,
+    read_weights_object,
     resize_for_crop,
     seeded,
-    sha256_file,
-    state_dict_digest,
 )
+from plugins.models._torch_common import host_unreachable as _host_reachable
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -55,21 +59,29 @@ PREFIX = "timm:"
 #: Keyword arguments that override the pretrained config's preprocessing instead of going to
 #: ``timm.create_model`` (same meaning as in ``timm.data.resolve_data_config``).
 DATA_CONFIG_KEYS = ("mean", "std", "input_size", "crop_pct", "interpolation", "crop_mode")
-#: Seconds to wait for the weights host before declaring the machine offline.
-PROBE_TIMEOUT_S = 5.0
+#: Weights formats that cannot run code when read (everything else is a pickle, checked first).
+SAFE_FORMATS = (".safetensors", ".npz")
+__all__ = ["PROBE_TIMEOUT_S", "TimmModel", "TimmParams", "block_layers", "hf_cache_folder", "hf_candidates"]
 
 
-def _host_reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
-    """None when a TCP connection to ``url``'s host can be opened, else the reason (fast offline check)."""
-    parsed = urlparse(url)
-    host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
-    if not host:
-        return f"no host in {url!r}"
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except OSError as exc:
-        return f"{host}:{port} unreachable ({exc})"
+def hf_candidates(cfg: dict[str, Any]) -> list[str]:
+    """File names timm would read from a Hugging Face repo, in timm's order: the safetensors
+    alternative first (``pytorch_model.bin`` -> ``model.safetensors``), then the named file."""
+    wanted = str(cfg.get("hf_hub_filename") or "pytorch_model.bin")
+    names = []
+    if wanted == "pytorch_model.bin":
+        names.append("model.safetensors")
+    elif wanted.endswith(".bin"):
+        names.append(wanted[:-4] + ".safetensors")
+    names.append(wanted)
+    return names
+
+
+def hf_cache_folder(hub_id: str) -> Path:
+    """The Hugging Face cache folder of a model repo (``$HF_HOME/hub/models--<org>--<name>``)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE) / ("models--" + hub_id.partition("@")[0].replace("/", "--"))
 
 
 def block_layers(module: torch.nn.Module) -> list[str]:
@@ -141,9 +153,10 @@ class TimmModel(HookedTorchModel):
         ``"timm:<timm model name>"``, optionally with a pretrained tag
         (``"timm:resnet18.a1_in1k"``); checked against ``timm.list_models()``.
     weights : {"auto", "pretrained", "random"}
-        ``"pretrained"``: ``timm.create_model(..., pretrained=True)`` through timm's loader and
-        the Hugging Face / torch hub caches; offline with nothing cached raises
-        :class:`DataError` (after a probe of at most 5 s). ``"random"``: seeded random init.
+        ``"pretrained"``: ``timm.create_model(..., pretrained=True)`` from the Hugging Face /
+        torch hub caches, the cached file checked against the hash its name carries and read
+        without unpickling code first (:meth:`_load_pretrained`); offline with nothing cached
+        raises :class:`DataError` (after a probe of at most 5 s). ``"random"``: seeded random init.
         ``"auto"``: pretrained, falling back to random init with a warning.
     weights_file : str or Path, optional
         A local state dict (``.safetensors``, ``.pt``, ``.pth``) loaded strictly into the model
@@ -199,12 +212,18 @@ class TimmModel(HookedTorchModel):
         self._data_config: dict[str, Any] | None = None
 
     # -- building ------------------------------------------------------------------------------
-    def _create(self, pretrained: bool) -> torch.nn.Module:
+    def _create(self, pretrained: bool, overlay: dict[str, Any] | None = None) -> torch.nn.Module:
+        """``timm.create_model`` with the model's keywords; ``overlay`` changes the pretrained config."""
         import timm
 
+        kwargs = dict(self.model_kwargs)
+        if overlay:
+            kwargs["pretrained_cfg_overlay"] = overlay
         try:
-            return timm.create_model(self.timm_name, pretrained=pretrained, **self.model_kwargs)
+            return timm.create_model(self.timm_name, pretrained=pretrained, **kwargs)
         except TypeError as exc:
+            if overlay and not self.model_kwargs:  # the overlay, not a user's keyword: reported by the caller
+                raise
             raise ConfigError(f"Model '{self.name}' has no parameter among {sorted(self.model_kwargs)}: "
                               f"timm.create_model('{self.timm_name}') rejected it ({exc}). Remove it, or use a "
                               "declared one (`framework list models` describes them) or a keyword the timm "
@@ -269,59 +288,116 @@ class TimmModel(HookedTorchModel):
 
     # -- weights ---------------------------------------------------------------------------------
     def _cached_file(self, cfg: dict[str, Any]) -> Path | None:
+        """The weights file timm would read, if it is already on disk: the Hugging Face cache (repo
+        ``hf_hub_id``, :func:`hf_candidates`), else the torch hub cache (``url``), else ``file``."""
         hub_id = cfg.get("hf_hub_id")
         if hub_id:
-            try:
-                from huggingface_hub import try_to_load_from_cache
-            except ImportError:  # pragma: no cover - timm depends on huggingface_hub
-                try_to_load_from_cache = None
-            if try_to_load_from_cache is not None:
-                repo, _, revision = str(hub_id).partition("@")
-                names = [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else []
-                for filename in names + ["model.safetensors", "pytorch_model.bin"]:
-                    hit = try_to_load_from_cache(repo, filename, revision=revision or None)
-                    if isinstance(hit, str) and os.path.isfile(hit):
-                        return Path(hit)
-        if cfg.get("url"):
-            import torch
+            from huggingface_hub import try_to_load_from_cache
 
-            path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(cfg["url"]).path)
+            repo, _, revision = str(hub_id).partition("@")
+            for filename in [*hf_candidates(cfg), "model.safetensors", "pytorch_model.bin"]:
+                hit = try_to_load_from_cache(repo, filename, revision=revision or None)
+                if isinstance(hit, str) and os.path.isfile(hit):
+                    return Path(hit)
+        if cfg.get("url"):
+            path = self._hub_path(cfg["url"])
             if path.is_file():
                 return path
+        if cfg.get("file") and os.path.isfile(cfg["file"]):
+            return Path(cfg["file"])
         return None
 
-    def _load_pretrained(self, module: torch.nn.Module) -> tuple[torch.nn.Module, WeightsInfo]:
-        cfg = dict(getattr(module, "pretrained_cfg", None) or {})
-        hint = (f"Go online once, or provide a local file with --weights-file {self.name}=PATH "
-                "(.safetensors/.pt/.pth), or use weights='random'.")
-        if not (cfg.get("hf_hub_id") or cfg.get("url") or cfg.get("file")):
-            raise DataError(f"timm has no pretrained weights for '{self.timm_name}'. {hint}")
-        cached = self._cached_file(cfg)
-        if cached is None and not os.environ.get("HF_HUB_OFFLINE"):
+    @staticmethod
+    def _hub_path(url: str) -> Path:
+        """Where timm keeps a file downloaded from ``url``: ``<torch hub dir>/checkpoints/<file name>``."""
+        return hub_cache_path(url)
+
+    def _download(self, cfg: dict[str, Any], hint: str) -> Path:
+        """Fetch the pretrained file into timm's cache (nothing is read as weights here).
+
+        A quick offline probe first (:func:`host_unreachable`, at most 5 s); then
+        ``huggingface_hub.hf_hub_download`` (which checks the download) for ``hf_hub_id``, or a
+        download to the torch hub cache kept only if it matches the hash in its name.
+        """
+        hub_id = str(cfg.get("hf_hub_id") or "")
+        if hub_id:
             from huggingface_hub import constants
 
-            where = f"{constants.ENDPOINT}/{cfg['hf_hub_id']}" if cfg.get("hf_hub_id") else cfg["url"]
-            reason = _host_reachable(where)
-            if reason is not None:
-                raise DataError(f"Pretrained weights of model '{self.name}' ({where}) are not in the Hugging Face "
-                                f"or torch hub cache and the machine is offline ({reason}). {hint}")
+            where = f"{constants.ENDPOINT}/{hub_id.partition('@')[0]}"
+            cache = f"the Hugging Face cache folder '{hf_cache_folder(hub_id)}'"
+        else:
+            where, cache = cfg["url"], f"'{self._hub_path(cfg['url'])}'"
+        offline = ("HF_HUB_OFFLINE is set" if hub_id and os.environ.get("HF_HUB_OFFLINE", "").lower()
+                   not in ("", "0", "false", "no", "off") else _host_reachable(where))
+        if offline is not None:
+            raise DataError(f"Pretrained weights of model '{self.name}' ({where}) are not in the Hugging Face or "
+                            f"torch hub cache and the machine is offline ({offline}). Copy {cache} from a machine "
+                            f"that has it, or {hint}")
         try:
-            new_module = seeded(lambda: self._create(pretrained=True), self.seed)
+            if not hub_id:
+                path = self._hub_path(cfg["url"])
+                download_file(cfg["url"], path, hash_prefix=hash_prefix_in_name(path.name))
+                return path
+            from huggingface_hub import hf_hub_download
+
+            repo, _, revision = hub_id.partition("@")
+            last: Exception | None = None
+            for filename in hf_candidates(cfg):
+                try:
+                    return Path(hf_hub_download(repo, filename, revision=revision or None))
+                except Exception as exc:  # EntryNotFoundError (no such file in the repo), network errors
+                    last = exc
+            assert last is not None
+            raise last
+        except Exception as exc:
+            raise DataError(f"Pretrained weights of model '{self.name}' could not be downloaded from {where} "
+                            f"({type(exc).__name__}: {one_line(exc, 200)}). Go online, or {hint}") from None
+
+    def _load_pretrained(self, module: torch.nn.Module) -> tuple[torch.nn.Module, WeightsInfo]:
+        """timm's pretrained weights, from a cache file checked before timm reads it.
+
+        1. The file timm would read is found in the Hugging Face / torch hub cache, or downloaded
+           there (:meth:`_download`; offline: a :class:`DataError` after a probe of at most 5 s).
+        2. Its SHA-256 is checked against its name (:func:`check_cached_file`: a Hugging Face blob
+           is named by its SHA-256, a torch hub file carries a prefix); a mismatch is refused.
+        3. A pickle-based file (``.bin``, ``.pth``) is first read with ``torch.load(weights_only=True)``:
+           one holding anything but tensors and plain containers is refused, never unpickled.
+        4. ``timm.create_model(pretrained=True)`` then loads exactly that file (``pretrained_cfg_overlay``),
+           with timm's own key remapping, classifier and input-channel adaptation.
+        """
+        cfg = dict(getattr(module, "pretrained_cfg", None) or {})
+        hint = (f"pass a local file with --weights-file {self.name}=PATH (.safetensors/.pt/.pth), or use "
+                "--weights random.")
+        if not (cfg.get("hf_hub_id") or cfg.get("url") or cfg.get("file")):
+            raise DataError(f"timm has no pretrained weights for '{self.timm_name}'; {hint}")
+        cached = self._cached_file(cfg)
+        if cached is None:
+            if not (cfg.get("hf_hub_id") or cfg.get("url")):
+                raise DataError(f"The pretrained weights file '{cfg['file']}' of model '{self.name}' does not exist; "
+                                f"{hint}")
+            cached = self._download(cfg, hint)
+        what = f"pretrained weights of model '{self.name}'"
+        digest = check_cached_file(cached, what=what, fix=hint)
+        if cached.suffix.lower() not in SAFE_FORMATS:
+            try:
+                read_weights_object(cached)
+            except ValueError as exc:
+                raise DataError(f"Cached file '{cached}' ({what}) cannot be loaded safely: {exc}. Delete it (it "
+                                f"will be downloaded again), or {hint}") from None
+        # timm reads exactly the checked file; a network with its own reader (e.g. .npz) keeps it
+        overlay = {"file": str(cached), "source": "file", "custom_load": cfg.get("custom_load", False)}
+        try:
+            new_module = seeded(lambda: self._create(pretrained=True, overlay=overlay), self.seed)
         except ConfigError:
             raise
-        except Exception as exc:  # hub errors, corrupt cache files, ...
-            raise DataError(f"Pretrained weights of model '{self.name}' could not be loaded by timm "
-                            f"({type(exc).__name__}: {str(exc)[:300]}). {hint}") from None
-        cached = self._cached_file(cfg)
-        if cached is not None:
-            digest, where = sha256_file(cached), f"cached file {cached}"
-        else:
-            digest, where = state_dict_digest(new_module), "state dict (cached file not found)"
+        except Exception as exc:  # a file timm cannot map onto the network, ...
+            raise DataError(f"Cached file '{cached}' ({what}) could not be loaded by timm ({type(exc).__name__}: "
+                            f"{one_line(exc, 300)}). Delete it (it will be downloaded again), or {hint}") from None
         tag = cfg.get("tag") or ""
         label = f"pretrained (timm {cfg.get('architecture', self.timm_name)}{'.' + tag if tag else ''})"
         info = WeightsInfo(source="pretrained", label=label, digest=digest, seed=None,
-                           detail=f"timm.create_model(pretrained=True); digest of {where}; "
-                                  f"hub {cfg.get('hf_hub_id') or cfg.get('url')}")
+                           detail=f"timm.create_model(pretrained=True) from cached file {cached}; digest of that "
+                                  f"file; hub {cfg.get('hf_hub_id') or cfg.get('url')}")
         return new_module, info
 
     # -- description -------------------------------------------------------------------------------

@@ -14,25 +14,20 @@ spellings are valid layer names and give identical arrays.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from framework.contracts import WeightsInfo
-from framework.errors import ConfigError, DataError, unknown_name_error
+from framework.errors import ConfigError, unknown_name_error
 from framework.params import PluginParams, param
 from plugins.models._torch_common import (
     PIXELS,
     HookedTorchModel,
     _Tap,
-    download_file,
-    hash_prefix_in_name,
+    hub_cache_path,
     interpolation_name,
-    load_checkpoint_tensors,
-    load_state_dict_strict,
-    sha256_file,
+    load_hub_checkpoint,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,10 +85,11 @@ class TorchvisionModel(HookedTorchModel):
     arch : str
         torchvision architecture (``torchvision.models.list_models(module=torchvision.models)``).
     weights : {"auto", "pretrained", "random"}
-        ``"pretrained"``: the architecture's ``DEFAULT`` weights enum through torchvision's loader
-        and the torch hub cache (``$TORCH_HOME/hub/checkpoints``); offline with nothing cached
-        raises :class:`DataError`. ``"random"``: seeded random init. ``"auto"``: pretrained,
-        falling back to random init with a warning.
+        ``"pretrained"``: the architecture's ``DEFAULT`` weights enum from the torch hub cache
+        (``$TORCH_HOME/hub/checkpoints``, torchvision's file), checked against the hash in its
+        file name and read without unpickling code (:meth:`_load_pretrained`); offline with
+        nothing cached raises :class:`DataError` after a probe of at most 5 s. ``"random"``:
+        seeded random init. ``"auto"``: pretrained, falling back to random init with a warning.
     weights_file : str or Path, optional
         A local state dict (``.safetensors``, ``.pt``, ``.pth``) loaded strictly; wins over
         ``weights``.
@@ -158,46 +154,32 @@ class TorchvisionModel(HookedTorchModel):
 
     def cached_weights_path(self) -> Path:
         """Where torchvision's loader keeps the pretrained file (``<torch hub dir>/checkpoints/<file>``)."""
-        import torch
-
-        return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(self._weights_enum.url).path)
+        return hub_cache_path(self._weights_enum.url)
 
     def _load_pretrained(self, module: torch.nn.Module) -> tuple[torch.nn.Module, WeightsInfo]:
         """The ``DEFAULT`` weights from the torch hub cache, downloaded there first if missing.
 
-        Like torchvision's loader (same cache file, same hash check of a download), but the
-        download times out (:func:`download_timeout`) instead of hanging on a firewalled
-        machine, and the file is read with ``torch.load(weights_only=True)``: a cache file
-        that would run code when unpickled is refused, never executed.
+        The same cache file as torchvision's loader, but never unpickled:
+
+        1. missing: a quick offline probe (at most 5 s), then a download that times out and is
+           kept only if its SHA-256 starts with the hash in the file name;
+        2. the cached file's SHA-256 is checked against the hash in its name BEFORE it is read:
+           a damaged or planted file is refused, not loaded;
+        3. it is read with ``torch.load(weights_only=True)``: tensors only, a file that would
+           run code is refused, never executed; then loaded strictly
+           (:func:`~plugins.models._torch_common.load_hub_checkpoint`).
+
+        Raises
+        ------
+        DataError
+            One line naming the file or URL and the fix (delete the file, ``--weights-file``,
+            ``--weights random``).
         """
         w = self._weights_enum
-        cached = self.cached_weights_path()
         enum_name = f"{type(w).__name__}.{w.name}"
-        fix = (f"provide a local file with --weights-file {self.name}=PATH (.safetensors/.pt/.pth), "
-               "or use weights='random'.")
-        expected = hash_prefix_in_name(cached.name)
-        if not cached.is_file():
-            try:
-                download_file(w.url, cached, hash_prefix=expected)
-            except Exception as exc:  # URLError, timeout, hash mismatch, disk full ...
-                raise DataError(
-                    f"Pretrained weights {enum_name} for model '{self.name}' are not in the torch hub cache "
-                    f"('{cached}') and could not be downloaded from {w.url} ({type(exc).__name__}: {exc}). "
-                    f"Go online once, or {fix}") from None
-        try:
-            state = load_checkpoint_tensors(cached)
-        except ValueError as exc:
-            raise DataError(
-                f"Torch hub cache file '{cached}' (pretrained weights {enum_name} for model '{self.name}') cannot "
-                f"be loaded safely: {exc}. Delete it to download it again, or {fix}") from None
-        load_state_dict_strict(module, state, path=cached, model=self.name)
-        digest = sha256_file(cached)
+        cached, digest = load_hub_checkpoint(module, w.url, model=self.name, cached=self.cached_weights_path(),
+                                             what=f"pretrained weights {enum_name} for model '{self.name}'")
         detail = f"torchvision weights {enum_name} from torch hub cache file {cached} (url {w.url}); digest of the file"
-        if expected and not digest.startswith(expected):
-            log.warning("Model '%s': torch hub cache file %s does not match the hash in its name (SHA-256 %s...); "
-                        "it is not the file torchvision publishes. Its digest is recorded with every score.",
-                        self.name, cached, digest[:12])
-            detail += f"; SHA-256 does not start with '{expected}' as the file name says (not the published file)"
         info = WeightsInfo(source="pretrained", label=f"ImageNet (torchvision {enum_name})", digest=digest,
                            seed=None, detail=detail)
         return module, info
