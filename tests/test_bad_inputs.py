@@ -204,3 +204,111 @@ def test_markdown_and_csv_leaderboards_neutralise_names(tmp_path):
         row = next(csv.DictReader(fh))
     assert row["signal"] == "'" + signal and row["model"] == model
     assert not any(v.startswith(("=", "+", "@")) for v in row.values())
+
+
+# --------------------------------------------------------------------------------------
+# data files: every dataset case of the load-time catalogue, through the command
+# --------------------------------------------------------------------------------------
+from test_dataset_checks import BAD as DATASET_CASES  # noqa: E402  (the builders of the data files)
+
+
+@pytest.mark.usefixtures("_fake_plugins")
+@pytest.mark.parametrize("name", list(DATASET_CASES), ids=list(DATASET_CASES))
+def test_bad_dataset_file_stops_before_work_with_one_line(name, tmp_path, template_store, capsys):
+    bad = DATASET_CASES[name]
+    toml = bad.build(tmp_path / "data")
+    check_bad_input(Case(name, ["--dataset", str(toml)], [bad.names]), tmp_path, template_store, capsys)
+
+
+# --------------------------------------------------------------------------------------
+# weights files given with --weights-file (a real torchvision network)
+# --------------------------------------------------------------------------------------
+class _Payload:
+    """Unpickling this would create a marker file: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _torch_file(path: Path, obj, *, truncate: float | None = None) -> None:
+    import torch
+
+    torch.save(obj, path)
+    if truncate is not None:
+        data = path.read_bytes()
+        path.write_bytes(data[: int(len(data) * truncate)])
+
+
+def _weights_cases(tmp: Path) -> dict[str, tuple[Path, list[str]]]:
+    import torch
+    from safetensors.torch import save_file
+
+    small = {"features.0.weight": torch.zeros(2, 3)}
+    out: dict[str, tuple[Path, list[str]]] = {}
+    p = tmp / "truncated.pt"
+    _torch_file(p, small, truncate=0.5)
+    out["weights-truncated"] = (p, ["truncated.pt", "truncated or corrupt"])
+    p = tmp / "bare.pt"
+    _torch_file(p, torch.zeros(4, 3))
+    out["weights-bare-tensor"] = (p, ["bare.pt", "single tensor", "state dict"])
+    p = tmp / "other.pt"
+    _torch_file(p, small)
+    out["weights-wrong-architecture"] = (p, ["other.pt", "does not fit model 'alexnet'", "missing"])
+    p = tmp / "payload.pt"
+    _torch_file(p, {"features.0.weight": _Payload(tmp / "MARKER")})
+    out["weights-pickle-payload"] = (p, ["payload.pt", "refused"])
+    p = tmp / "w.bin"
+    _torch_file(p, small)
+    out["weights-suffix-bin"] = (p, ["w.bin", ".safetensors, .pt, .pth"])
+    p = tmp / "notes.pt"
+    p.write_text("these are not weights\n")
+    out["weights-text-file"] = (p, ["notes.pt", "text file"])
+    p = tmp / "empty.pth"
+    p.write_bytes(b"")
+    out["weights-empty"] = (p, ["empty.pth", "empty"])
+    p = tmp / "st.pt"
+    save_file(small, str(p))
+    out["weights-safetensors-named-pt"] = (p, ["st.pt", "st.safetensors"])
+    return out
+
+
+WEIGHTS_CASES = ["weights-truncated", "weights-bare-tensor", "weights-wrong-architecture", "weights-pickle-payload",
+                 "weights-suffix-bin", "weights-text-file", "weights-empty", "weights-safetensors-named-pt"]
+
+
+@pytest.mark.usefixtures("_fake_plugins")
+@pytest.mark.parametrize("name", WEIGHTS_CASES)
+def test_bad_weights_file_stops_before_work_with_one_line(name, tmp_path, template_store, capsys):
+    path, words = _weights_cases(tmp_path)[name]
+    case = Case(name, ["--models", "alexnet", "--weights-file", f"alexnet={path}"], words)
+    check_bad_input(case, tmp_path, template_store, capsys)
+    assert not (tmp_path / "MARKER").exists()          # nothing was unpickled
+
+
+# --------------------------------------------------------------------------------------
+# stores
+# --------------------------------------------------------------------------------------
+@pytest.mark.usefixtures("_fake_plugins")
+def test_store_that_is_not_a_database(tmp_path, capsys):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "results.sqlite").write_bytes(b"these are my notes, not a database\n" * 200)
+    code, err = _run([*BASE, "--store", str(store)], capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "results.sqlite" in lines[0] and "not a usable SQLite file" in lines[0]
+    assert not (store / "cache").exists()
+
+
+@pytest.mark.usefixtures("_fake_plugins")
+def test_store_path_that_is_a_file(tmp_path, capsys):
+    target = tmp_path / "results"
+    target.write_text("a file where the store folder should be\n")
+    code, err = _run([*BASE, "--store", str(target)], capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert str(target) in lines[0] and "--store" in lines[0]
+    assert target.read_text().startswith("a file where")
