@@ -70,3 +70,15 @@ def test_rejects_wrong_kind_and_name() -> None:
 def test_registered() -> None:
     registry = load_registry(get_plugin_manager(entry_points=False))
     assert isinstance(registry.create("signal", "precomputed"), PrecomputedSignal)
+
+
+def test_check_rejects_at_plan_time_what_compute_rejects() -> None:
+    sig = PrecomputedSignal()
+    sig.check(_responses_dataset(), ["responses"])  # valid: nothing raised
+    sig.check(_rdms_dataset(), ["rdms"])
+    for ds, names in ((_epochs_dataset(), ["responses"]), (_rdms_dataset(), ["rdm"]), (_responses_dataset(), ["rdms"])):
+        with pytest.raises(ConfigError) as planned:
+            sig.check(ds, names)
+        with pytest.raises(ConfigError) as computed:
+            sig.compute(ds, names)
+        assert str(planned.value) == str(computed.value) and "\n" not in str(planned.value)

@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 
 from framework.errors import ConfigError, DataError
-from plugins.signals._preprocessing import amplitude_rejection, bipolar_pairs, bipolar_reference, notch, parse_contact
+from plugins.signals._preprocessing import (
+    amplitude_rejection,
+    bipolar_pairs,
+    bipolar_reference,
+    notch,
+    notch_problem,
+    parse_contact,
+    widest_notch,
+)
 
 
 def test_parse_contact():
@@ -64,3 +72,31 @@ def test_notch_removes_line_noise_and_keeps_the_rest():
     assert y.shape == x.shape and y.dtype == np.float64
     with pytest.raises(ConfigError, match="Nyquist"):
         notch(x, sfreq, 300.0)
+
+
+@pytest.mark.parametrize("sfreq", [256.0, 500.0, 512.0, 1000.0])
+def test_notch_problem_says_exactly_what_mne_rejects(sfreq):
+    """notch_problem() (used by the plan-time check) is None exactly when notch() runs, on a grid through
+    both stop-band limits; notch() then raises a one-line ConfigError instead of MNE's ValueError."""
+    import mne
+
+    x = np.random.default_rng(0).standard_normal((1, 1, 300))
+    for line in (1.0, 50.0, 60.0, sfreq / 2 - 1.5, sfreq / 2 - 0.5, sfreq / 2):
+        widest = widest_notch(sfreq, line)
+        for width in (0.5, 4.0, 20.0, 99.0, widest - 0.01, widest, widest + 0.01):
+            if not width > 0 or not np.isfinite(width):
+                continue
+            problem = notch_problem(sfreq, line, width)
+            try:
+                y = x
+                for f in np.arange(line, sfreq / 2 - 1.0, line):
+                    y = mne.filter.notch_filter(y, sfreq, [f], notch_widths=width, method="iir", verbose="error")
+                mne_ok = 0 < line < sfreq / 2
+            except ValueError:
+                mne_ok = False
+            assert (problem is None) == mne_ok, (sfreq, line, width, problem)
+            assert (problem is None) == (width < widest), (line, width)  # widest_notch is the exact limit
+            if problem is not None:
+                with pytest.raises(ConfigError) as info:
+                    notch(x, sfreq, line, width=width, subject="s1")
+                assert "\n" not in str(info.value) and "subject 's1'" in str(info.value)

@@ -3,7 +3,9 @@
 * :func:`bipolar_pairs` / :func:`bipolar_reference`: each contact minus its
   next contact on the same electrode shaft;
 * :func:`amplitude_rejection`: per (trial, channel) amplitude outlier rule;
-* :func:`notch`: line-noise removal with :func:`mne.filter.notch_filter`.
+* :func:`notch`: line-noise removal with :func:`mne.filter.notch_filter`
+  (:func:`notch_harmonics`, :func:`notch_problem` and :func:`widest_notch` say
+  beforehand which settings it accepts).
 
 All functions take plain arrays ``(n_trials, n_channels, n_times)``.
 """
@@ -67,6 +69,16 @@ def bipolar_pairs(channels: Sequence[str]) -> list[tuple[int, int, str]]:
     return pairs
 
 
+def checked_bipolar_pairs(channels: Sequence[str], *, subject: str = "") -> list[tuple[int, int, str]]:
+    """:func:`bipolar_pairs`, raising :class:`DataError` (naming ``subject``) when there is none."""
+    pairs = bipolar_pairs(channels)
+    if not pairs:
+        raise DataError(f"Subject '{subject}': bipolar re-referencing found no neighbouring contacts among "
+                        f"channels {list(channels)[:6]}...; expected names like 'A1', 'A2' (shaft letters "
+                        "then contact number). Rename the channels or set --signal-param band-power.bipolar=false.")
+    return pairs
+
+
 def bipolar_reference(data: np.ndarray, channels: Sequence[str], *, subject: str = ""
                       ) -> tuple[np.ndarray, list[tuple[int, int, str]]]:
     """Bipolar re-referencing along electrode shafts.
@@ -83,11 +95,7 @@ def bipolar_reference(data: np.ndarray, channels: Sequence[str], *, subject: str
     derived : ndarray, (n_trials, n_pairs, n_times) float64
     pairs : list of (index_a, index_b, name), (n_pairs,)
     """
-    pairs = bipolar_pairs(channels)
-    if not pairs:
-        raise DataError(f"Subject '{subject}': bipolar re-referencing found no neighbouring contacts among "
-                        f"channels {list(channels)[:6]}...; expected names like 'A1', 'A2' (shaft letters "
-                        "then contact number). Rename the channels or set bipolar=False.")
+    pairs = checked_bipolar_pairs(channels, subject=subject)
     a = np.array([p[0] for p in pairs])
     b = np.array([p[1] for p in pairs])
     return np.asarray(data, np.float64)[:, a] - np.asarray(data, np.float64)[:, b], pairs
@@ -121,6 +129,61 @@ def amplitude_rejection(data: np.ndarray, *, threshold: float = 10.0) -> np.ndar
     return peak > threshold * s[None, :]
 
 
+#: Transition band MNE adds on each side of a notch stop band, Hz
+#: (:func:`mne.filter.notch_filter`'s ``trans_bandwidth=1`` split in two halves).
+NOTCH_TRANSITION_HZ = 0.5
+
+
+def notch_harmonics(sfreq: float, line_freq: float) -> np.ndarray:
+    """The frequencies :func:`notch` removes: ``line_freq`` and its harmonics below Nyquist - 1 Hz, (k,) float64."""
+    return np.arange(line_freq, sfreq / 2.0 - 1.0, line_freq)
+
+
+def notch_problem(sfreq: float, line_freq: float, width: float) -> str | None:
+    """Why :func:`notch` would reject these settings, or None when it accepts them.
+
+    The line frequency must lie in (0, Nyquist); every stop band ``f +/- (width / 2 + 0.5)`` Hz
+    (MNE's IIR notch, 0.5 Hz transition on each side) of a removed harmonic ``f`` must lie
+    strictly between 0 Hz and the Nyquist frequency (:func:`mne.filter.notch_filter` raises
+    otherwise).
+
+    Parameters
+    ----------
+    sfreq : float
+        Sampling rate in Hz.
+    line_freq : float
+        Line frequency in Hz.
+    width : float
+        Stop-band width in Hz.
+    """
+    nyq = sfreq / 2.0
+    if not 0 < line_freq < nyq:
+        return f"the line frequency {line_freq:g} Hz is not below the Nyquist frequency ({nyq:g} Hz)"
+    harmonics = notch_harmonics(sfreq, line_freq)
+    if harmonics.size == 0:
+        return None
+    edge = width / 2.0 + NOTCH_TRANSITION_HZ
+    if harmonics[0] - edge <= 0:
+        return (f"the {harmonics[0]:g} Hz stop band (notch_width {width:g} Hz plus {2 * NOTCH_TRANSITION_HZ:g} Hz "
+                f"of transition) starts at {harmonics[0] - edge:g} Hz, not above 0 Hz")
+    if harmonics[-1] + edge >= nyq:
+        return (f"the {harmonics[-1]:g} Hz harmonic's stop band (notch_width {width:g} Hz plus "
+                f"{2 * NOTCH_TRANSITION_HZ:g} Hz of transition) reaches {harmonics[-1] + edge:g} Hz, not below "
+                f"the Nyquist frequency ({nyq:g} Hz)")
+    return None
+
+
+def widest_notch(sfreq: float, line_freq: float) -> float:
+    """The stop-band widths (Hz) :func:`notch` accepts are those below this; <= 0: none, inf: no harmonic."""
+    nyq = sfreq / 2.0
+    if not 0 < line_freq < nyq:
+        return 0.0
+    harmonics = notch_harmonics(sfreq, line_freq)
+    if harmonics.size == 0:
+        return float("inf")
+    return 2.0 * (min(harmonics[0], nyq - harmonics[-1]) - NOTCH_TRANSITION_HZ)
+
+
 def notch(data: np.ndarray, sfreq: float, line_freq: float, *, width: float = 4.0,
           subject: str = "") -> np.ndarray:
     """Remove line noise at ``line_freq`` and its harmonics below Nyquist.
@@ -144,15 +207,22 @@ def notch(data: np.ndarray, sfreq: float, line_freq: float, *, width: float = 4.
     Returns
     -------
     filtered : ndarray, (n_trials, n_channels, n_times) float64
+
+    Raises
+    ------
+    ConfigError
+        Settings :func:`notch_problem` rejects.
     """
     import mne
 
-    nyq = sfreq / 2.0
-    if not 0 < line_freq < nyq:
-        raise ConfigError(f"Cannot notch-filter at {line_freq} Hz for subject '{subject}': it must be in "
-                          f"(0, Nyquist = {nyq} Hz); use notch=50 or 60 or None.")
-    freqs = np.arange(line_freq, nyq - 1.0, line_freq)
+    problem = notch_problem(sfreq, line_freq, width)
+    if problem is not None:
+        widest = widest_notch(sfreq, line_freq)
+        fix = (f"use notch_width below {widest:g} Hz" if widest > 0 and 0 < line_freq < sfreq / 2.0
+               else "use notch=50 or 60, or no notch")
+        raise ConfigError(f"Cannot notch-filter at {line_freq:g} Hz for subject '{subject}' ({sfreq:g} Hz): "
+                          f"{problem}; {fix}.")
     x = np.asarray(data, np.float64)
-    for f in freqs:  # IIR designs one stop band at a time; a handful of harmonics
+    for f in notch_harmonics(sfreq, line_freq):  # IIR designs one stop band at a time; a handful of harmonics
         x = mne.filter.notch_filter(x, sfreq, [f], notch_widths=width, method="iir", verbose="error")
     return x

@@ -8,8 +8,22 @@ as published; ``"mean"``: the mean ratio over the band). Trials of one image are
 averaged; single trials are kept as repetitions (noise ceilings).
 
 One plugin expands into ``<band>@<start>-<stop>`` signals (15 by default). All
-requested signals are computed from one transform per subject; subjects are
-loaded one at a time.
+requested signals are computed in one pass over each subject; subjects are
+loaded one at a time. A signal's values are a function of its own band, window,
+parameters and the dataset, bit for bit: computing it alone, with the other
+windows of its band or with every band gives the same arrays (each wavelet's
+power is computed on a time-block grid fixed by the wavelet and the epochs,
+:mod:`plugins.signals._power`), as the cell keys assume.
+
+Plan-time checks
+    :meth:`BandPowerSignal.check` runs, on the declared ``Dataset.epochs_meta``,
+    the same checks ``compute`` runs on each subject's loaded epochs (bands below
+    Nyquist, baseline and windows inside the epochs, wavelets no longer than the
+    epochs allow, a notch MNE accepts, declared channels in the site table and
+    pairable for ``bipolar``): one-line errors naming the signal, subject, what
+    the epochs allow and the ``--signal-param`` that fixes it. Suspicious but
+    valid settings are logged as warnings; ``compute`` warns about sites whose
+    median trial ratio is beyond :data:`EXTREME_RATIO` (near-zero baselines).
 
 Responsive sites
     Per site, the stimulus-averaged mean power over the band's wavelet
@@ -31,9 +45,11 @@ Missing data policy
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -43,9 +59,9 @@ from pydantic import field_validator, model_validator
 from framework.contracts import SignalPlugin
 from framework.errors import ConfigError, DataError, unknown_name_error
 from framework.params import PluginParams, param
-from framework.types import DataKind, Dataset, Responses, SiteTable, epochs_stimulus_ids
+from framework.types import DataKind, Dataset, EpochsMeta, Responses, SiteTable, epochs_stimulus_ids
 from plugins.signals import _preprocessing as preprocessing
-from plugins.signals._power import window_power
+from plugins.signals._power import longest_half_length, wavelet_half_lengths, window_power
 from plugins.signals._responsiveness import responsive_sites
 
 log = logging.getLogger("framework.signals.band_power")
@@ -62,10 +78,104 @@ DEFAULT_WINDOWS: tuple[tuple[float, float], ...] = ((50.0, 250.0), (150.0, 350.0
 DEFAULT_N_CYCLES: dict[str, float] = {"theta": 3.0, "alpha": 4.0, "beta": 5.0, "lowgamma": 7.0, "highgamma": 7.0}
 OTHER_BAND_N_CYCLES = 5.0
 REDUCTIONS = ("max-subband", "mean")
+#: A site whose median trial power ratio (window / baseline) is above this, or below its inverse,
+#: makes :meth:`BandPowerSignal.compute` warn. 100x is +20 dB: two orders of magnitude, far beyond
+#: evoked band-power changes (broadband gamma responses are a few-fold over baseline), and met by
+#: a near-zero baseline (a flat, blanked or clipped pre-stimulus stretch, ratios ~1000) or an
+#: artefact. The median over trials makes it a property of the site, not of one bad trial.
+EXTREME_RATIO = 100.0
+#: Slack (ms) when comparing a range's edges with sample times (float rounding of the times).
+_TOL_MS = 1e-6
 
 
 def _fmt(x: float) -> str:
     return f"{float(x):g}"
+
+
+def _num(x: float) -> str:
+    """A number as typed on a command line: up to 12 significant digits, no trailing zeros."""
+    return f"{float(x):.12g}"
+
+
+def _ceil3(x: float) -> float:
+    """``x`` rounded up to 0.001 (ms) so that a suggested start stays inside a span."""
+    return math.ceil(x * 1000.0 - 1e-6) / 1000.0
+
+
+def _floor3(x: float) -> float:
+    """``x`` rounded down to 0.001 (ms) so that a suggested stop stays inside a span."""
+    return math.floor(x * 1000.0 + 1e-6) / 1000.0
+
+
+def _toml(value: Any) -> str:
+    """``value`` as the TOML the command line parses (``--signal-param band-power.X=<value>``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return _num(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k if re.fullmatch(r'[A-Za-z0-9_-]+', k) else json.dumps(k)}={_toml(v)}"
+                              for k, v in value.items()) + "}"
+    return "[" + ",".join(_toml(v) for v in value) + "]"
+
+
+def _signals_text(names: Sequence[str]) -> str:
+    """``"Signal 'a'"`` or ``"Signals 'a', 'b' (+3 more)"``."""
+    head = ", ".join(f"'{n}'" for n in names[:2])
+    more = f" (+{len(names) - 2} more)" if len(names) > 2 else ""
+    return f"Signal{'s' if len(names) > 1 else ''} {head}{more}"
+
+
+def _sample_times_ms(meta: EpochsMeta) -> np.ndarray:
+    """Times of an epoch's samples in ms, (n_times,) float64, from its first and last sample and sfreq."""
+    step = 1000.0 / meta.sfreq
+    n = int(round((meta.tmax_ms - meta.tmin_ms) / step)) + 1
+    return meta.tmin_ms + np.arange(max(n, 1)) * step
+
+
+def _locate(ms: tuple[float, float], times: np.ndarray) -> tuple[int, int] | str:
+    """Sample range (start, stop) of the samples within ``ms`` (ms), or ``"outside"`` / ``"empty"``.
+
+    A range may reach half a sample beyond the first and last sample, and must hold one.
+    """
+    half = (times[1] - times[0]) / 2.0 if times.size > 1 else 0.0
+    if ms[0] < times[0] - half - _TOL_MS or ms[1] > times[-1] + half + _TOL_MS:
+        return "outside"
+    inside = np.flatnonzero((times >= ms[0] - _TOL_MS) & (times <= ms[1] + _TOL_MS))
+    if inside.size == 0:
+        return "empty"
+    return int(inside[0]), int(inside[-1]) + 1
+
+
+def _missing_sites_error(missing: Sequence[str], subject: str, dataset: Dataset) -> DataError:
+    names = [f"{subject}/{c}" for c in missing]
+    return DataError(f"Channels {names[:5]} of subject '{subject}' are not in the site table of "
+                     f"'{dataset.name}'; add them (name '<subject>/<channel>') or mark them bad.")
+
+
+def _describe(meta: EpochsMeta) -> str:
+    return (f"{meta.sfreq:g} Hz, {meta.tmin_ms:g} to {meta.tmax_ms:g} ms, {meta.n_epochs} epochs, "
+            f"{len(meta.channels)} channels")
+
+
+def _extreme_sites(value: np.ndarray) -> tuple[int, int, float]:
+    """Sites whose median trial ratio is beyond :data:`EXTREME_RATIO`: (count, worst site, its median).
+
+    ``value`` is (n_trials, n_sites) float64, NaN for rejected trials.
+    """
+    med = np.full(value.shape[1], np.nan)
+    cols = np.flatnonzero((~np.isnan(value)).any(axis=0))
+    if cols.size:
+        med[cols] = np.nanmedian(value[:, cols], axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        size = np.abs(np.log(med))
+    bad = np.flatnonzero(size > math.log(EXTREME_RATIO))
+    if bad.size == 0:
+        return 0, 0, float("nan")
+    worst = int(bad[np.argmax(size[bad])])
+    return int(bad.size), worst, float(med[worst])
 
 
 def _pair(value: Any, what: str) -> tuple[float, float]:
@@ -203,16 +313,19 @@ class BandPowerSignal(SignalPlugin):
     notch_width : float
         Notch stop-band width in Hz (4).
     pad : {"reflect", "none"}
-        Mirror-pad each trial by the longest wavelet half-length before the
-        transform so that its zero-padding edge artefact does not reach the
-        baseline; "none" reproduces ``tfr_array_morlet`` exactly.
+        Mirror each trial by (about) the wavelet's half-length, at most the
+        epoch length minus one sample, before the transform so that the
+        zero-padding edge artefact does not reach the baseline; "none"
+        reproduces ``tfr_array_morlet`` exactly (zeros beyond the epoch).
     n_jobs : int or None
         Threads computing batches of trials; None (default) uses every core. Results are
         bit-identical for any value, so it is not part of the signal's parameters.
     """
 
     accepts = frozenset({"epochs"})
-    plugin_version = "1"
+    #: "2": values computed per wavelet on a fixed block grid (independent of the other signals
+    #: computed with them; differ from "1" by ~1e-6 relative), so cells and caches of "1" are not reused.
+    plugin_version = "2"
 
     Params = BandPowerParams
     name = "band-power"
@@ -227,6 +340,7 @@ class BandPowerSignal(SignalPlugin):
         self.n_cycles = self._resolve_cycles(p.n_cycles)
         self.n_jobs = p.n_jobs if p.n_jobs is not None else (os.cpu_count() or 1)
         self._grid = {b: self._band_grid(b) for b in self.bands}
+        self._half_cache: dict[tuple[str, float], np.ndarray] = {}
 
     # -- set-up -------------------------------------------------------------------------
     def _resolve_cycles(self, n_cycles: Any) -> dict[str, float]:
@@ -299,6 +413,9 @@ class BandPowerSignal(SignalPlugin):
     def compute(self, dataset: Dataset, names: Sequence[str]) -> dict[str, Responses]:
         """Compute the requested signals, one subject at a time, one transform per subject.
 
+        Each signal's values depend on its own band, window and parameters only (bit for
+        bit), never on the other signals computed with it (:func:`window_power`).
+
         Parameters
         ----------
         dataset : Dataset
@@ -313,19 +430,27 @@ class BandPowerSignal(SignalPlugin):
             ``dataset.sites`` order (bipolar sites: order of their first contact),
             ``repetitions`` (n_reps, n_stimuli, n_sites) float32 with NaN where a
             stimulus was shown fewer times, ``info["responsive"]``.
+
+        Raises
+        ------
+        ConfigError, DataError
+            The checks of :meth:`check`, run on each subject's epochs as loaded, then
+            problems of the recordings themselves (NaN, flat channels, unknown stimuli,
+            zero baseline power).
         """
         if dataset.kind != "epochs" or dataset.epochs is None:
-            raise DataError(f"Signal 'band-power' needs a dataset with epochs; '{dataset.name}' has {dataset.kind}. "
-                            "Use the 'precomputed' signal for it.")
+            raise self._kind_error(dataset)
         parsed = {n: self._parse(n) for n in dict.fromkeys(names)}
         if not parsed:
             return {}
-        used_bands = list(dict.fromkeys(b for b, _ in parsed.values()))
-        used_windows = sorted({w for _, w in parsed.values()})
-        freqs = np.concatenate([self._grid[b]["freqs"] for b in used_bands])
-        cycles = np.concatenate([np.full(self._grid[b]["freqs"].size, self.n_cycles[b]) for b in used_bands])
-        offsets = np.cumsum([0] + [self._grid[b]["freqs"].size for b in used_bands])
-        band_slice = {b: slice(offsets[i], offsets[i + 1]) for i, b in enumerate(used_bands)}
+        used_bands, used_windows = self._used(parsed)
+        # One column per distinct wavelet (70 Hz is in lowgamma and highgamma); a column's values do
+        # not depend on the other columns (window_power), so neither does a band's.
+        columns: dict[tuple[float, float], int] = {}
+        band_cols = {b: np.array([columns.setdefault((float(f), self.n_cycles[b]), len(columns))
+                                  for f in self._grid[b]["freqs"]]) for b in used_bands}
+        freqs = np.array([f for f, _ in columns])
+        cycles = np.array([c for _, c in columns])
         stim_pos = {s: i for i, s in enumerate(dataset.stimuli.ids)}
         site_pos = {s: i for i, s in enumerate(dataset.sites.names)}
         n_stim = len(dataset.stimuli)
@@ -336,42 +461,52 @@ class BandPowerSignal(SignalPlugin):
         n_rejected = 0
         for subject, loader in dataset.epochs.items():
             ep = loader()
-            data, channels, sfreq, times_ms, stims = self._read(ep, subject, dataset, freqs)
+            picks, meta = self._epochs_meta(ep, subject)
+            self._compare_meta(subject, meta, dataset)
+            # every subject's epochs shape the fixes the errors suggest (as in check())
+            metas = {**{s: m for s, m in (dataset.epochs_meta or {}).items() if s in dataset.epochs}, subject: meta}
+            ranges = self._subject_ranges(subject, meta, parsed, dataset, metas)
+            data, stims = self._read(ep, picks, meta, subject, dataset)
             del ep  # only the (n_trials, n_channels, n_times) array is needed from here on
             pos = np.array([stim_pos[s] for s in stims], dtype=np.int64)
             seen[pos] = True
-            table, key, data = self._sites(data, channels, subject, dataset, site_pos, sfreq)
+            table, key, data = self._sites(data, list(meta.channels), subject, dataset, site_pos)
             rejected = (preprocessing.amplitude_rejection(data, threshold=self.params.reject_threshold)
                         if self.params.reject_trials else np.zeros(data.shape[:2], dtype=bool))
             n_rejected += int(rejected.sum())
-            ranges = [self._range(self.baseline, times_ms, "baseline", subject)]
-            ranges += [self._range(self.windows[w], times_ms, f"window {self.window_names[w]}", subject)
-                       for w in used_windows]
             n_trials, n_ch, n_times = data.shape
-            pad = 0 if self.params.pad == "none" else min(n_times - 1, self._half_longest(sfreq, freqs, cycles))
             log.info("band-power: subject %s, %d trials x %d sites, %d wavelets", subject, n_trials, n_ch, freqs.size)
-            power = window_power(data.reshape(n_trials * n_ch, n_times), sfreq, freqs, cycles, ranges,
-                                 pad=pad, workers=self.n_jobs).reshape(n_trials, n_ch, freqs.size, len(ranges))
+            power = window_power(data.reshape(n_trials * n_ch, n_times), meta.sfreq, freqs, cycles, ranges,
+                                 pad=self.params.pad, workers=self.n_jobs).reshape(n_trials, n_ch, freqs.size,
+                                                                                   len(ranges))
             base = power[..., 0]
             if np.any(base <= 0):
                 t, c = np.argwhere((base <= 0).any(axis=-1))[0]
-                raise DataError(f"Subject '{subject}', channel '{channels[c]}': zero baseline power in trial {t}; "
+                raise DataError(f"Subject '{subject}', channel '{table.names[c].split('/', 1)[-1]}': zero baseline "
+                                f"power in trial {t}; "
                                 "the channel is flat in the baseline. Mark it bad (info['bads']) or drop the trial.")
             rep_idx = self._repetition_index(pos)
             n_reps = int(rep_idx.max()) + 1 if rep_idx.size else 1
+            extreme: dict[str, tuple[int, str, float]] = {}
             for name, (band, w) in parsed.items():
-                sl = band_slice[band]
-                win = power[:, :, sl, 1 + used_windows.index(w)]
-                bas = base[:, :, sl]
+                # contiguous (n_trials, n_sites, n_freqs) copies: the same memory layout, hence the same
+                # summation order and bits, whatever else was computed
+                win = np.ascontiguousarray(power[:, :, band_cols[band], 1 + used_windows.index(w)])
+                bas = np.ascontiguousarray(base[:, :, band_cols[band]])
                 value = self._reduce(win / bas, band)
+                value[rejected] = np.nan
+                worst = _extreme_sites(value)
+                if worst[0]:
+                    extreme[name] = (worst[0], table.names[worst[1]], worst[2])
                 if self.params.log:
                     value = np.log(value)
-                value[rejected] = np.nan
                 wp = np.where(rejected, np.nan, win.mean(-1))
                 bp = np.where(rejected, np.nan, bas.mean(-1))
                 per_name[name]["reps"].append(self._scatter(value, pos, rep_idx, n_reps, n_stim))
                 per_name[name]["wp"].append(self._scatter(wp, pos, rep_idx, n_reps, n_stim))
                 per_name[name]["bp"].append(self._scatter(bp, pos, rep_idx, n_reps, n_stim))
+            if extreme:
+                self._warn_extreme(subject, extreme, n_ch)
             tables.append(table)
             keys.append(key)
             del data, power
@@ -392,22 +527,313 @@ class BandPowerSignal(SignalPlugin):
             out[name] = self._finish(name, reps, wp, bp, sites, dataset, n_rejected)
         return out
 
+    # -- plan-time checks ---------------------------------------------------------------
+    def check(self, dataset: Dataset, names: Sequence[str]) -> None:
+        """Check signals ``names`` against the dataset's epochs before any computation.
+
+        Runs, on ``dataset.epochs_meta``, exactly the checks :meth:`compute` runs on each
+        subject's epochs when it loads them (same code, same messages), so that compute
+        cannot fail later on anything these settings and the declared epochs decide.
+        Raised as one line naming the signal or parameter, the subject, what the epochs
+        allow and the ``--signal-param band-power.X=...`` that fixes it:
+
+        * :class:`ConfigError`: a band reaching the Nyquist frequency (``sfreq / 2``);
+          the baseline or a window outside the epoch span (half a sample of slack) or
+          holding no sample; a wavelet longer than the epochs allow
+          (:func:`plugins.signals._power.longest_half_length`; a wavelet reaching past
+          the epoch is fine: compute pads, mirroring by default); a notch MNE rejects
+          (:func:`plugins.signals._preprocessing.notch_problem`);
+        * :class:`DataError`: a dataset without epochs; when the channels are declared,
+          channels missing from the site table, or no contact pairs for ``bipolar``.
+
+        Subjects without ``epochs_meta`` (all of them when it is None) are checked by
+        :meth:`compute` only. Warnings (logger ``framework.signals.band_power``) for
+        settings that work but are suspicious: a window overlapping the baseline, a
+        baseline ending after stimulus onset, and with ``pad="none"`` a wavelet reaching
+        past the epochs from the baseline or a window (zero padding lowers power there).
+        Near-zero baselines can only be seen in the data: :meth:`compute` warns about them.
+        """
+        if dataset.kind != "epochs" or dataset.epochs is None:
+            raise self._kind_error(dataset)
+        parsed = {n: self._parse(n) for n in dict.fromkeys(names)}
+        if not parsed:
+            return
+        self._warn_parameters(parsed)
+        metas = {s: m for s, m in (dataset.epochs_meta or {}).items() if s in dataset.epochs}
+        if not metas:
+            log.debug("band-power: dataset '%s' declares no epochs_meta; its epochs are checked when computed.",
+                      dataset.name)
+            return
+        for subject, meta in metas.items():
+            self._subject_ranges(subject, meta, parsed, dataset, metas)
+        if self.params.pad == "none":
+            self._warn_edges(parsed, metas)
+
+    def _kind_error(self, dataset: Dataset) -> DataError:
+        return DataError(f"Signal 'band-power' needs a dataset with epochs; '{dataset.name}' has {dataset.kind}. "
+                         "Use the 'precomputed' signal for it.")
+
+    def _used(self, parsed: Mapping[str, tuple[str, int]]) -> tuple[list[str], list[int]]:
+        """Bands (first-use order) and window indices (ascending) of the parsed names."""
+        return list(dict.fromkeys(b for b, _ in parsed.values())), sorted({w for _, w in parsed.values()})
+
+    def _subject_ranges(self, subject: str, meta: EpochsMeta, parsed: Mapping[str, tuple[str, int]],
+                        dataset: Dataset, metas: Mapping[str, EpochsMeta]) -> list[tuple[int, int]]:
+        """Check the settings against one subject's epochs; the baseline's and windows' sample ranges.
+
+        The one place both :meth:`check` (declared ``meta``) and :meth:`compute` (``meta`` of
+        the loaded epochs) decide what the epochs allow. ``metas`` (every subject's) shape the
+        suggested fixes so that they work for all subjects.
+
+        Returns
+        -------
+        ranges : list of (start, stop) int
+            Sample ranges (slice convention) of the baseline, then of each used window in
+            ascending window order.
+        """
+        bands, windows = self._used(parsed)
+        for band in bands:
+            lo, hi = self.bands[band]
+            if hi >= meta.nyquist:
+                raise ConfigError(
+                    f"{_signals_text([n for n, (b, _) in parsed.items() if b == band])}: band '{band}' reaches "
+                    f"{hi:g} Hz (band-power parameter bands: {lo:g}-{hi:g} Hz), at or above the Nyquist frequency of "
+                    f"subject '{subject}' ({meta.nyquist:g} Hz = {meta.sfreq:g} Hz / 2); band frequencies must stay "
+                    f"below it. Fix: {self._nyquist_fix(band, metas)}.")
+        if self.params.notch is not None:
+            problem = preprocessing.notch_problem(meta.sfreq, self.params.notch, self.params.notch_width)
+            if problem is not None:
+                raise ConfigError(f"Signals of band-power with notch={self.params.notch:g} Hz and notch_width="
+                                  f"{self.params.notch_width:g} Hz cannot be computed for subject '{subject}' "
+                                  f"({meta.sfreq:g} Hz): {problem}. Fix: {self._notch_fix(metas)}.")
+        times = _sample_times_ms(meta)
+        ranges = []
+        for wi in [None, *windows]:
+            ms = self.baseline if wi is None else self.windows[wi]
+            where = _locate(ms, times)
+            if isinstance(where, str):
+                raise ConfigError(self._range_message(wi, where, subject, meta, parsed, metas))
+            ranges.append(where)
+        limit = longest_half_length(times.size, self.params.pad)
+        for band in bands:
+            halves = self._halves(band, meta.sfreq)
+            if halves.max() > limit:
+                i = int(np.argmax(halves))
+                f, h = float(self._grid[band]["freqs"][i]), int(halves[i])
+                raise ConfigError(
+                    f"{_signals_text([n for n, (b, _) in parsed.items() if b == band])}: the {f:g} Hz wavelet of band "
+                    f"'{band}' ({self.n_cycles[band]:g} cycles, band-power parameter n_cycles) spans {2 * h + 1} "
+                    f"samples ({2 * h * 1000.0 / meta.sfreq:g} ms), more than the {times.size}-sample epochs of "
+                    f"subject '{subject}' allow with pad='{self.params.pad}' (at most {2 * limit + 1} samples). "
+                    f"Fix: {self._cycles_fix(band, metas)}.")
+        if meta.channels:
+            known = set(dataset.sites.names)
+            missing = [c for c in meta.channels if f"{subject}/{c}" not in known]
+            if missing:
+                raise _missing_sites_error(missing, subject, dataset)
+            if self.params.bipolar:
+                preprocessing.checked_bipolar_pairs(meta.channels, subject=subject)
+        return ranges
+
+    def _halves(self, band: str, sfreq: float) -> np.ndarray:
+        """Half-lengths in samples of the band's wavelets at ``sfreq``, (n_freqs,) int64 (cached)."""
+        key = (band, float(sfreq))
+        if key not in self._half_cache:
+            freqs = self._grid[band]["freqs"]
+            self._half_cache[key] = wavelet_half_lengths(sfreq, freqs, np.full(freqs.size, self.n_cycles[band]))
+        return self._half_cache[key]
+
+    # -- messages and their fixes -------------------------------------------------------
+    def _option(self, param: str, value: Any) -> str | None:
+        """``--signal-param 'band-power.<param>=<value>'`` if the changed parameters are valid, else None."""
+        values = {**self.params.model_dump(), param: value}
+        try:
+            type(self)(**values)
+        except ConfigError:
+            return None
+        return f"--signal-param '{self.name}.{param}={_toml(value)}'"
+
+    def _nyquist_fix(self, band: str, metas: Mapping[str, EpochsMeta]) -> str:
+        lo, hi = self.bands[band]
+        nyq = min(m.nyquist for m in metas.values())
+        bands = {b: list(r) for b, r in self.bands.items()}
+        top = math.ceil(nyq) - 1.0  # the largest whole number of Hz below every Nyquist frequency
+        option = self._option("bands", {**bands, band: [lo, top]}) if top > lo else None
+        if option:
+            return f"{option} (band '{band}' ends at {top:g} Hz, below the Nyquist frequency of every subject)"
+        option = self._option("bands", {b: r for b, r in bands.items() if b != band})
+        if option:
+            return f"{option} (band '{band}' removed) or use recordings sampled above {2 * hi:g} Hz"
+        return f"use recordings sampled above {2 * hi:g} Hz or choose bands below {nyq:g} Hz"
+
+    def _notch_fix(self, metas: Mapping[str, EpochsMeta]) -> str:
+        line = float(self.params.notch)
+        drop = "leave out --signal-param band-power.notch (no line-noise filter)"
+        widest = min(preprocessing.widest_notch(m.sfreq, line) for m in metas.values())
+        width = math.floor(min(widest, 1e6) * 10.0 - 1e-6) / 10.0  # one decimal, strictly below the limit
+        if width > 0 and all(preprocessing.notch_problem(m.sfreq, line, width) is None for m in metas.values()):
+            option = self._option("notch_width", width)
+            if option:
+                return f"{option} or {drop}"
+        return drop
+
+    def _range_message(self, wi: int | None, problem: str, subject: str, meta: EpochsMeta,
+                       parsed: Mapping[str, tuple[str, int]], metas: Mapping[str, EpochsMeta]) -> str:
+        ms = self.baseline if wi is None else self.windows[wi]
+        signals = _signals_text([n for n, (_, w) in parsed.items() if wi is None or w == wi])
+        what = "the baseline" if wi is None else f"window {self.window_names[wi]}"
+        param = "baseline" if wi is None else "windows"
+        step = 1000.0 / meta.sfreq
+        head = f"{signals}: {what} ({ms[0]:g} to {ms[1]:g} ms, band-power parameter {param})"
+        if problem == "outside":
+            head += (f" is outside the epochs of subject '{subject}', which span {meta.tmin_ms:g} to {meta.tmax_ms:g} "
+                     f"ms at {meta.sfreq:g} Hz (a range may reach half a sample, {step / 2:g} ms, beyond them)")
+        else:
+            head += (f" contains no sample of subject '{subject}' (one every {step:g} ms from {meta.tmin_ms:g} ms)")
+        return f"{head}. Fix: {self._range_fix(wi, problem, metas)}."
+
+    def _range_fix(self, wi: int | None, problem: str, metas: Mapping[str, EpochsMeta]) -> str:
+        """A changed baseline or window that every subject's epochs hold, as the option to type."""
+        a, b = self.baseline if wi is None else self.windows[wi]
+        first = max(m.tmin_ms for m in metas.values())
+        last = min(m.tmax_ms for m in metas.values())
+        candidates: list[tuple[tuple[float, float], str]] = []
+        if problem == "outside":
+            clipped = (_ceil3(max(a, first)), _floor3(min(b, last)))
+            candidates.append((clipped, "clipped to the epochs of every subject"))
+            if wi is None and first < min(0.0, last):
+                candidates.append(((_ceil3(first), _floor3(min(0.0, last))), "the pre-stimulus part of the epochs"))
+        else:  # widen to the first sample at or after the start in every subject
+            nxt = [t[t >= a - _TOL_MS] for t in (_sample_times_ms(m) for m in metas.values())]
+            if all(t.size for t in nxt):
+                candidates.append(((a, _ceil3(max(float(t[0]) for t in nxt))), "widened to hold a sample"))
+        for (c, d), how in candidates:
+            if not c < d or any(isinstance(_locate((c, d), _sample_times_ms(m)), str) for m in metas.values()):
+                continue
+            if wi is None:
+                option = self._option("baseline", [c, d])
+            else:
+                option = self._option("windows", [[c, d] if i == wi else list(w) for i, w in enumerate(self.windows)])
+            if option:
+                return f"{option} ({how}) or re-epoch the recordings"
+        if wi is not None and len(self.windows) > 1:
+            option = self._option("windows", [list(w) for i, w in enumerate(self.windows) if i != wi])
+            if option:
+                return f"{option} (window removed) or re-epoch the recordings"
+        return f"re-epoch the recordings to cover it, or choose a range inside {first:g} to {last:g} ms"
+
+    def _cycles_fix(self, band: str, metas: Mapping[str, EpochsMeta]) -> str:
+        """Fewer cycles for ``band`` (the most every subject allows, 0.01 steps) or mirror padding."""
+        lo = float(self._grid[band]["freqs"][0])  # the longest wavelet
+        fixes = []
+        best = None
+        for m in metas.values():
+            limit = longest_half_length(_sample_times_ms(m).size, self.params.pad)
+            c = math.floor(100.0 * 2.0 * math.pi * lo * (limit + 1) / (5.0 * m.sfreq)) / 100.0
+            while c > 0 and wavelet_half_lengths(m.sfreq, np.array([lo]), np.array([c]))[0] > limit:
+                c = round(c - 0.01, 2)
+            best = c if best is None else min(best, c)
+        if best is not None and best > 0:
+            current = self.params.n_cycles
+            if current == "default":
+                table: dict[str, float] = {band: best}
+            elif isinstance(current, Mapping):
+                table = {**current, band: best}
+            else:
+                table = {b: (best if b == band else float(current)) for b in self.bands}
+            option = self._option("n_cycles", table)
+            if option:
+                fixes.append(f"{option} (at most {best:g} cycles for band '{band}')")
+        if self.params.pad == "none" and all(
+                self._halves(band, m.sfreq).max() <= longest_half_length(_sample_times_ms(m).size, "reflect")
+                for m in metas.values()):
+            fixes.append(f"--signal-param {self.name}.pad=reflect")
+        fixes.append("use longer epochs")
+        return " or ".join(fixes)
+
+    # -- warnings -----------------------------------------------------------------------
+    def _warn_parameters(self, parsed: Mapping[str, tuple[str, int]]) -> None:
+        """Warn about valid but suspicious ranges (no data needed)."""
+        b0, b1 = self.baseline
+        if b1 > 0:
+            log.warning("band-power: the baseline (%g to %g ms) ends after stimulus onset, so it holds evoked "
+                        "activity and %s compare the response with itself; set e.g. --signal-param "
+                        "'band-power.baseline=[%s,%s]'.", b0, b1, _signals_text(list(parsed)).lower(),
+                        _num(b0), _num(min(0.0, b1)) if b0 < 0 else "0")
+        for wi in self._used(parsed)[1]:
+            a, b = self.windows[wi]
+            if a < b1 and b > b0:
+                log.warning("band-power: window %s overlaps the baseline (%g to %g ms), so %s compare power "
+                            "partly with itself (ratios pulled towards 1); choose a window after the baseline "
+                            "(band-power parameters windows, baseline).", self.window_names[wi], b0, b1,
+                            _signals_text([n for n, (_, w) in parsed.items() if w == wi]).lower())
+
+    def _warn_edges(self, parsed: Mapping[str, tuple[str, int]], metas: Mapping[str, EpochsMeta]) -> None:
+        """With pad="none": warn when a wavelet reaches past the epochs from the baseline or a window."""
+        bands, windows = self._used(parsed)
+        spans = [self.baseline] + [self.windows[w] for w in windows]
+        hit_bands: list[str] = []
+        hit_subjects: list[str] = []
+        for band in bands:
+            for subject, m in metas.items():
+                reach = float(self._halves(band, m.sfreq).max()) * 1000.0 / m.sfreq
+                if any(a - reach < m.tmin_ms or b + reach > m.tmax_ms for a, b in spans):
+                    hit_bands += [band] if band not in hit_bands else []
+                    hit_subjects += [subject] if subject not in hit_subjects else []
+        if hit_bands:
+            m = metas[hit_subjects[0]]
+            log.warning("band-power: with pad='none' zeros stand for the data beyond the epochs, lowering power near "
+                        "their edges: the wavelets of band(s) %s reach past the epochs of %d subject(s) (e.g. '%s', "
+                        "%g to %g ms) from the baseline or a window (%s); use --signal-param band-power.pad=reflect "
+                        "or ranges farther from the epoch edges.", ", ".join(hit_bands), len(hit_subjects),
+                        hit_subjects[0], m.tmin_ms, m.tmax_ms,
+                        _signals_text([n for n, (b, _) in parsed.items() if b in hit_bands]).lower())
+
+    def _warn_extreme(self, subject: str, extreme: Mapping[str, tuple[int, str, float]], n_sites: int) -> None:
+        """Warn about sites whose typical trial ratio is beyond :data:`EXTREME_RATIO` (see there why)."""
+        parts = [f"{count} of {n_sites} sites for signal '{name}' (e.g. '{site}': {ratio:.3g})"
+                 for name, (count, site, ratio) in list(extreme.items())[:3]]
+        more = f" and {len(extreme) - 3} more signal(s)" if len(extreme) > 3 else ""
+        log.warning("band-power: subject '%s': the median trial power ratio (window / baseline) is above %g or below "
+                    "1/%g at %s%s; a near-zero baseline (a flat, blanked or clipped pre-stimulus stretch) or an "
+                    "artefact gives such ratios, not a response. Check the channels (mark them bad in "
+                    "info['bads']) and the baseline (band-power parameter baseline).", subject, EXTREME_RATIO,
+                    EXTREME_RATIO, "; ".join(parts), more)
+
+    def _compare_meta(self, subject: str, meta: EpochsMeta, dataset: Dataset) -> None:
+        """Warn when the dataset's declared epochs_meta (used at plan time) differs from the epochs."""
+        declared = (dataset.epochs_meta or {}).get(subject)
+        if declared is None:
+            return
+        same = (abs(declared.sfreq - meta.sfreq) <= 1e-9 * meta.sfreq
+                and abs(declared.tmin_ms - meta.tmin_ms) <= 1e-3 and abs(declared.tmax_ms - meta.tmax_ms) <= 1e-3
+                and declared.n_epochs == meta.n_epochs
+                and (not declared.channels or tuple(declared.channels) == tuple(meta.channels)))
+        if not same:
+            log.warning("band-power: dataset '%s' declares the epochs of subject '%s' as %s but they are %s; the "
+                        "plan-time checks used the declaration. Fix the dataset plugin's epochs_meta.", dataset.name,
+                        subject, _describe(declared), _describe(meta))
+
     # -- helpers ------------------------------------------------------------------------
-    def _read(self, ep: Any, subject: str, dataset: Dataset, freqs: np.ndarray):
+    @staticmethod
+    def _epochs_meta(ep: Any, subject: str) -> tuple[np.ndarray, EpochsMeta]:
+        """Channel picks and :class:`EpochsMeta` of loaded epochs (good sEEG/ECoG/EEG/DBS channels)."""
         import mne
 
-        sfreq = float(ep.info["sfreq"])
-        nyq = sfreq / 2.0
-        if freqs.max() >= nyq:
-            band = next(b for b, (lo, hi) in self.bands.items() if hi >= nyq)
-            raise DataError(f"Cannot compute band '{band}' of subject '{subject}' above Nyquist ({nyq:.1f} Hz), "
-                            f"got {self.bands[band][1]:.1f} Hz; lower the band or use data sampled above "
-                            f"{2 * self.bands[band][1]:g} Hz.")
         picks = mne.pick_types(ep.info, meg=False, eeg=True, seeg=True, ecog=True, dbs=True, exclude="bads")
         if len(picks) == 0:
             raise DataError(f"Epochs of subject '{subject}' have no good sEEG/ECoG/EEG channel; check channel "
                             "types (set_channel_types) and info['bads'].")
-        channels = [ep.ch_names[i] for i in picks]
+        times = np.asarray(ep.times, dtype=np.float64)
+        meta = EpochsMeta(sfreq=float(ep.info["sfreq"]), tmin_ms=float(times[0] * 1000.0),
+                          tmax_ms=float(times[-1] * 1000.0), n_epochs=len(ep),
+                          channels=tuple(ep.ch_names[i] for i in picks))
+        return picks, meta
+
+    def _read(self, ep: Any, picks: np.ndarray, meta: EpochsMeta, subject: str, dataset: Dataset):
+        """The good channels' data (n_trials, n_channels, n_times) float64 (notch-filtered when asked) and
+        each trial's stimulus id."""
+        channels = meta.channels
         stims = epochs_stimulus_ids(ep, f"subject '{subject}'")
         known = set(dataset.stimuli.ids)
         unknown = sorted(set(stims) - known)
@@ -417,6 +843,10 @@ class BandPowerSignal(SignalPlugin):
                             f"({len(unknown)} ids). "
                             "Fix metadata['stimulus'] or add these stimuli.")
         data = ep.get_data(picks=picks)  # (n_trials, n_ch, n_times) float64
+        if data.shape[-1] != _sample_times_ms(meta).size:
+            raise DataError(f"Epochs of subject '{subject}' have {data.shape[-1]} samples, but their times "
+                            f"({meta.tmin_ms:g} to {meta.tmax_ms:g} ms at {meta.sfreq:g} Hz) imply "
+                            f"{_sample_times_ms(meta).size}; the epochs are malformed.")
         finite = np.isfinite(data)
         if not finite.all():
             t, c, _ = np.argwhere(~finite)[0]
@@ -428,15 +858,15 @@ class BandPowerSignal(SignalPlugin):
             raise DataError(f"Subject '{subject}': channel(s) {names[:5]} are flat (zero variance); mark them bad "
                             "(info['bads']) or remove them.")
         if self.params.notch is not None:
-            data = preprocessing.notch(data, sfreq, self.params.notch, width=self.params.notch_width, subject=subject)
-        return data, channels, sfreq, ep.times * 1000.0, stims
+            data = preprocessing.notch(data, meta.sfreq, self.params.notch, width=self.params.notch_width,
+                                       subject=subject)
+        return data, stims
 
-    def _sites(self, data, channels, subject, dataset, site_pos, sfreq):
+    def _sites(self, data, channels, subject, dataset, site_pos):
         full = [f"{subject}/{c}" for c in channels]
-        missing = [n for n in full if n not in site_pos]
+        missing = [c for c, n in zip(channels, full) if n not in site_pos]
         if missing:
-            raise DataError(f"Channels {missing[:5]} of subject '{subject}' are not in the site table of "
-                            f"'{dataset.name}'; add them (name '<subject>/<channel>') or mark them bad.")
+            raise _missing_sites_error(missing, subject, dataset)
         idx = np.array([site_pos[n] for n in full])
         table = dataset.sites.select(idx)
         if not self.params.bipolar:
@@ -449,22 +879,6 @@ class BandPowerSignal(SignalPlugin):
         bip = SiteTable(tuple(f"{subject}/{p[2]}" for p in pairs), (subject,) * len(pairs), areas, coords)
         key = idx[a] + idx[b] / (len(site_pos) + 1.0)
         return bip, key.astype(np.float64), data
-
-    @staticmethod
-    def _range(ms: tuple[float, float], times_ms: np.ndarray, what: str, subject: str) -> tuple[int, int]:
-        half = (times_ms[1] - times_ms[0]) / 2.0 if times_ms.size > 1 else 0.0  # half a sample, ms
-        if ms[0] < times_ms[0] - half or ms[1] > times_ms[-1] + half:
-            raise DataError(f"The {what} ({ms[0]:g} to {ms[1]:g} ms) is outside the epochs of subject '{subject}' "
-                            f"({times_ms[0]:g} to {times_ms[-1]:g} ms); choose a range inside the epoch or re-epoch.")
-        inside = np.flatnonzero((times_ms >= ms[0] - 1e-6) & (times_ms <= ms[1] + 1e-6))
-        if inside.size == 0:
-            raise DataError(f"The {what} ({ms[0]:g} to {ms[1]:g} ms) contains no sample of subject '{subject}'.")
-        return int(inside[0]), int(inside[-1]) + 1
-
-    @staticmethod
-    def _half_longest(sfreq: float, freqs: np.ndarray, cycles: np.ndarray) -> int:
-        sigma = cycles / (2.0 * np.pi * freqs)
-        return int(np.ceil(5.0 * sigma.max() * sfreq))
 
     def _reduce(self, ratio: np.ndarray, band: str) -> np.ndarray:
         """(n_trials, n_ch, n_freqs) per-frequency ratio -> (n_trials, n_ch)."""

@@ -44,20 +44,30 @@ class PrecomputedSignal(SignalPlugin):
         names : sequence of str
             Names from :meth:`names` for this dataset's kind.
         """
+        self.check(dataset, names)
+        kind = dataset.kind
+        out: dict[str, Target] = {}
+        for name in names:
+            out[name] = dataset.responses if kind == "responses" else dataset.rdms  # type: ignore[assignment]
+        log.debug("precomputed: passing %s of dataset '%s' through.", kind, dataset.name)
+        return out
+
+    def check(self, dataset: Dataset, names: Sequence[str]) -> None:
+        """Raise :class:`ConfigError` when ``dataset`` holds no precomputed target or a name is not offered.
+
+        The same checks :meth:`compute` runs (it calls this), so a plan that passes them cannot
+        fail in compute; nothing is loaded.
+        """
         kind = dataset.kind
         if kind not in self.accepts:
             raise ConfigError(f"Signal 'precomputed' cannot read dataset '{dataset.name}' of kind '{kind}' (it "
                               "holds raw recordings, not precomputed targets); choose a signal that computes "
                               "responses from epochs, e.g. 'band-power'.")
         valid = _NAMES[kind]
-        out: dict[str, Target] = {}
         for name in names:
             if name not in valid:
                 raise ConfigError(f"Signal 'precomputed' offers {valid[0]!r} for dataset '{dataset.name}' "
                                   f"(kind '{kind}'), got {name!r}.{did_you_mean(str(name), valid)}")
-            out[name] = dataset.responses if kind == "responses" else dataset.rdms  # type: ignore[assignment]
-        log.debug("precomputed: passing %s of dataset '%s' through.", kind, dataset.name)
-        return out
 
     def parameters(self, name: str) -> dict[str, str]:
         """``{"target": name}``: the signal has no parameters besides which target it passes."""
