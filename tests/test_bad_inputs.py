@@ -312,3 +312,30 @@ def test_store_path_that_is_a_file(tmp_path, capsys):
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert str(target) in lines[0] and "--store" in lines[0]
     assert target.read_text().startswith("a file where")
+
+
+# --------------------------------------------------------------------------------------
+# signal settings that the recordings cannot give (checked against the epochs' headers)
+# --------------------------------------------------------------------------------------
+SMALL_DEMO = ["--dataset", "demo", "--signals", "band-power", "--dataset-param", "demo.n_images_per_category=4",
+              "--dataset-param", "demo.n_subjects=1", "--dataset-param", "demo.n_sites=10",
+              "--dataset-param", "demo.n_repetitions=1"]
+
+EPOCHS_SETTINGS = [
+    Case("window-after-epochs", [*SMALL_DEMO, "--signal-param", "band-power.windows=[[800, 1200]]"],
+         ["window 800-1200", "outside the epochs of subject 's01'", "Fix: --signal-param"]),
+    Case("window-before-epochs", [*SMALL_DEMO, "--signal-param", "band-power.windows=[[-900, -600]]"],
+         ["outside the epochs", "Fix: "]),
+    Case("baseline-outside-epochs", [*SMALL_DEMO, "--signal-param", "band-power.baseline=[-900, -100]"],
+         ["baseline", "outside the epochs", "Fix: --signal-param"]),
+    Case("band-above-nyquist", [*SMALL_DEMO, "--signal-param", "band-power.bands={{highgamma=[70, 300]}}"],
+         ["band 'highgamma' reaches 300 Hz", "Nyquist", "Fix: --signal-param"]),
+    Case("signal-for-another-kind", ["--dataset", "fake-responses", "--signals", "band-power"],
+         ["band-power", "offers nothing"]),
+]
+
+
+@pytest.mark.usefixtures("_fake_plugins")
+@pytest.mark.parametrize("case", EPOCHS_SETTINGS, ids=lambda c: c.id)
+def test_signal_setting_the_epochs_cannot_give_stops_before_work(case, tmp_path, template_store, capsys):
+    check_bad_input(case, tmp_path, template_store, capsys)
