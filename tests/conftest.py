@@ -37,3 +37,43 @@ def shared_dir():
     if not SHARED.is_dir():
         pytest.skip(f"shared reference data not found at {SHARED}")
     return SHARED
+
+
+#: The results schema written before stores had a ``plan_key`` column (migration tests).
+LEGACY_SCHEMA = """
+CREATE TABLE scores (
+    cell_key TEXT PRIMARY KEY, run_id TEXT NOT NULL, dataset TEXT NOT NULL, model TEXT NOT NULL,
+    signal TEXT NOT NULL, metric TEXT NOT NULL, weights_source TEXT, weights_label TEXT,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'error')), value REAL, ceiling REAL, ci_low REAL,
+    ci_high REAL, p_value REAL, higher_is_better INTEGER, summary TEXT, details TEXT, error TEXT,
+    provenance TEXT, started_at REAL, finished_at REAL, seconds REAL
+);
+CREATE INDEX scores_by_name ON scores (dataset, metric, signal, model);
+CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL, config TEXT,
+                   n_done INTEGER, n_failed INTEGER, n_skipped INTEGER);
+"""
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network: the offline probe and every download attempt fail at once, like a failed DNS lookup.
+    Returns the URLs tried."""
+    import urllib.error
+    import urllib.request
+
+    from plugins.models import _torch_common as common
+
+    tried: list[str] = []
+
+    def no_network(request, *args, **kwargs):
+        tried.append(getattr(request, "full_url", str(request)))
+        raise urllib.error.URLError("offline (test)")
+
+    def unreachable(url, timeout=None):
+        tried.append(url)
+        return "offline (test)"
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(common, "host_unreachable", unreachable)
+    return tried
+

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import LEGACY_SCHEMA
 from framework.errors import DataError
 from framework.store import (
     DB_NAME,
@@ -207,16 +208,7 @@ def test_writing_to_a_readonly_open_store_rescues_the_row(tmp_path, private_tmp)
     assert not (tmp_path / RESCUE_NAME).exists()
 
 
-_LEGACY_SCHEMA = """
-CREATE TABLE scores (
-    cell_key TEXT PRIMARY KEY, run_id TEXT NOT NULL, dataset TEXT NOT NULL, model TEXT NOT NULL,
-    signal TEXT NOT NULL, metric TEXT NOT NULL, weights_source TEXT, weights_label TEXT,
-    status TEXT NOT NULL CHECK (status IN ('ok', 'error')), value REAL, ceiling REAL, ci_low REAL,
-    ci_high REAL, p_value REAL, higher_is_better INTEGER, summary TEXT, details TEXT, error TEXT,
-    provenance TEXT, started_at REAL, finished_at REAL, seconds REAL
-);
-CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL, config TEXT,
-                   n_done INTEGER, n_failed INTEGER, n_skipped INTEGER);
+_LEGACY_ROWS = LEGACY_SCHEMA + """
 INSERT INTO scores (cell_key, run_id, dataset, model, signal, metric, status, value, provenance, finished_at)
 VALUES ('old-key', 'r0', 'ds', 'net', 'sig', 'met', 'ok', 0.3, '{}', 1.0);
 """
@@ -224,7 +216,7 @@ VALUES ('old-key', 'r0', 'ds', 'net', 'sig', 'met', 'ok', 0.3, '{}', 1.0);
 
 def test_readonly_open_of_a_store_that_needs_migration(tmp_path):
     con = sqlite3.connect(tmp_path / DB_NAME)
-    con.executescript(_LEGACY_SCHEMA)
+    con.executescript(_LEGACY_ROWS)
     con.close()
     before = (tmp_path / DB_NAME).read_bytes()
     with ResultsStore(tmp_path, readonly=True) as store:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import LEGACY_SCHEMA
 from framework.config import RunConfig
 from framework.leaderboard import FALLBACK_TEXT, build_boards, latest_rows
 from framework.scheduler import plan_run, run
@@ -38,27 +39,6 @@ def framework_logger():
     saved = (logger.handlers[:], logger.level, logger.propagate)
     yield logger
     logger.handlers[:], logger.level, logger.propagate = saved
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    """No network: the offline probe and every download attempt fail at once, like a failed DNS lookup.
-    Returns the URLs tried."""
-    from plugins.models import _torch_common as common
-
-    tried: list[str] = []
-
-    def no_network(request, *args, **kwargs):
-        tried.append(getattr(request, "full_url", str(request)))
-        raise urllib.error.URLError("offline (test)")
-
-    def unreachable(url, timeout=None):
-        tried.append(url)
-        return "offline (test)"
-
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
-    monkeypatch.setattr(common, "host_unreachable", unreachable)
-    return tried
 
 
 def _stand_in_checkpoint(tmp_path: Path, monkeypatch, torch_home: Path) -> tuple[Path, Path]:
@@ -248,20 +228,6 @@ def test_weights_resolution_failure_keeps_plan_key_and_is_replaced(fake_registry
         assert [r["status"] for r in store.rows()] == ["ok", "ok"]
 
 
-_LEGACY_SCHEMA = """
-CREATE TABLE scores (
-    cell_key TEXT PRIMARY KEY, run_id TEXT NOT NULL, dataset TEXT NOT NULL, model TEXT NOT NULL,
-    signal TEXT NOT NULL, metric TEXT NOT NULL, weights_source TEXT, weights_label TEXT,
-    status TEXT NOT NULL CHECK (status IN ('ok', 'error')), value REAL, ceiling REAL, ci_low REAL,
-    ci_high REAL, p_value REAL, higher_is_better INTEGER, summary TEXT, details TEXT, error TEXT,
-    provenance TEXT, started_at REAL, finished_at REAL, seconds REAL
-);
-CREATE INDEX scores_by_name ON scores (dataset, metric, signal, model);
-CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL, config TEXT,
-                   n_done INTEGER, n_failed INTEGER, n_skipped INTEGER);
-"""
-
-
 def test_store_from_before_weights_keys_is_migrated_not_rescored(fake_registry, tmp_path):
     cfg = _config(tmp_path)
     run(cfg, registry=fake_registry)
@@ -271,7 +237,7 @@ def test_store_from_before_weights_keys_is_migrated_not_rescored(fake_registry, 
     legacy = tmp_path / "legacy"
     legacy.mkdir()
     with sqlite3.connect(legacy / "results.sqlite") as conn:
-        conn.executescript(_LEGACY_SCHEMA)
+        conn.executescript(LEGACY_SCHEMA)
         for r in rows:
             r = dict(r, cell_key=r["plan_key"])
             r.pop("plan_key")

@@ -87,7 +87,7 @@ def _sha(path: Path) -> str:
 
 
 @pytest.fixture
-def caches(tmp_path, monkeypatch):
+def caches(tmp_path, monkeypatch, offline):
     """Empty torch hub and Hugging Face caches in ``tmp_path``; no network (probe and downloads fail)."""
     import huggingface_hub.constants as hf_constants
 
@@ -95,20 +95,8 @@ def caches(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    tried: list[str] = []
-
-    def no_network(request, *args, **kwargs):
-        tried.append(getattr(request, "full_url", str(request)))
-        raise urllib.error.URLError("offline (test)")
-
-    def unreachable(url, timeout=None):
-        tried.append(url)
-        return "example.org:443 unreachable: offline (test)"
-
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
-    monkeypatch.setattr(common, "host_unreachable", unreachable)
-    monkeypatch.setattr(tm, "_host_reachable", unreachable)
-    return {"torch_hub": torch_home / "hub" / "checkpoints", "hf": tmp_path / "hf", "tried": tried}
+    monkeypatch.setattr(tm, "_host_reachable", common.host_unreachable)  # the offline probe of `offline`
+    return {"torch_hub": torch_home / "hub" / "checkpoints", "hf": tmp_path / "hf", "tried": offline}
 
 
 @pytest.fixture
