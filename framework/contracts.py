@@ -206,6 +206,15 @@ class MetricPlugin(Parametrised, ABC):
     def __init__(self, **params: Any) -> None:
         self._init_params(params)
 
+    def check(self, dataset: Dataset) -> None:
+        """Check this metric's parameters against ``dataset`` before any computation.
+
+        Called at plan time for every metric that scores the dataset's kind. Raise
+        :class:`framework.errors.ConfigError` for a setting that cannot work on it (e.g. more
+        folds than stimuli), naming the parameter and the fix; only cheap facts may be used
+        (number of stimuli, labels, subjects, areas). The default checks nothing.
+        """
+
     def parameters(self) -> dict[str, Any]:
         """JSON-serialisable parameters that define scores (cell key, provenance): the declared
         parameters with ``key=True`` (:meth:`framework.params.PluginParams.key`)."""

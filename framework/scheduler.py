@@ -309,6 +309,8 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> Plan:
     _check_signals(signals, dataset)
     target_kind = "rdms" if dataset.kind == "rdms" else "responses"
     metrics, notes = _resolve_metrics(config, registry, target_kind)
+    for metric in metrics.values():
+        metric.check(dataset)
     cells = []
     for model in models:
         for sname, splugin in signals.items():
