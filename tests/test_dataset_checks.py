@@ -153,6 +153,13 @@ def _epochs_with(tmp: Path, value) -> None:
     _write_epochs(tmp / "rec" / "sub-02-epo.fif", data=data)
 
 
+def _epochs_without_metadata(tmp: Path) -> None:
+    """sub-02 saved without metadata: MNE names its (default) events '1', which are not stimulus ids."""
+    data = np.random.default_rng(2).standard_normal((len(STIM) * 2, 2, N_TIMES)) * 1e-5
+    epochs = mne.EpochsArray(data, mne.create_info(["A1", "A2"], SFREQ, "seeg"), tmin=TMIN, verbose="error")
+    epochs.save(tmp / "rec" / "sub-02-epo.fif", overwrite=True, fmt="double", verbose="error")
+
+
 def _set_toml(tmp: Path, old: str, new: str) -> None:
     text = (tmp / "ds.toml").read_text()
     assert old in text, old
@@ -195,6 +202,11 @@ BAD: dict[str, Bad] = {
                       r"channel\(s\) 'A2' contain NaN or infinite samples\. Mark it bad", "sub-02-epo.fif"),
     "epochs-flat": Bad(_then(make_epochs, lambda t: _epochs_with(t, "flat")),
                        r"channel\(s\) 'A2' are flat .*Mark it bad", "sub-02-epo.fif"),
+    "epochs-no-stimulus-metadata": Bad(_then(make_epochs, _epochs_without_metadata),
+                                       r"\(subject 'sub-02'\) has no metadata\['stimulus'\] column \(no metadata at "
+                                       r"all\), so the stimulus ids were taken from its event names, and 1 of them are "
+                                       r"not stimulus ids: '1'\. Fix: set epochs\.metadata = pandas\.DataFrame",
+                                       "sub-02-epo.fif"),
     "epochs-empty-file": Bad(_then(make_epochs, lambda t: (t / "rec/sub-02-epo.fif").write_bytes(b"")),
                              r"is empty \(0 bytes\); it must be an MNE Epochs FIF file.*save it again",
                              "sub-02-epo.fif"),
@@ -491,6 +503,23 @@ ODD: dict[str, Odd] = {
     "area-order-typo": Odd(_then(make_responses, lambda t: _set_toml(t, 'area_order = ["V4", "IT"]',
                                                                      'area_order = ["V4", "it"]')),
         r"^'.*ds\.toml': \[dataset\] area_order names 'it', which no site has .*Did you mean 'IT'"),
+    "site-area-float": Odd(_then(make_epochs, lambda t: (t / "sites.tsv").write_text(SITES.replace("\t17\n",
+                                                                                                   "\t17.0\n"))),
+        r"^'.*ds\.toml': 1 site\(s\) in '.*sites\.tsv' have area\(s\) '17\.0', which \[dataset\] area_order \(17, 18, "
+        r"19, 37, 20, the default\) does not list, e\.g\. 'sub-01/A1'; they are left out of the area-ordered metric "
+        r"headlines and the alignment metric\. Did you mean '17'",
+        lambda ds: ds.sites.areas[0] == "17.0"),
+    "area-outside-order-responses": Odd(_then(make_responses, lambda t: np.savez(t / "resp.npz", **_responses_arrays(
+        site_areas=np.array(["V4", "V4", "IT", "IT."])))),
+        r"^'.*ds\.toml': 1 site\(s\) in '.*resp\.npz' have area\(s\) 'IT\.', which \[dataset\] area_order \(V4, IT\) "
+        r"does not list"),
+    "labels-unknown-id": Odd(_then(lambda t: make_rdms(t, stimuli='labels = "lab.tsv"'),
+                                   lambda t: (t / "lab.tsv").write_text(
+                                       "".join(f"{s}\tface\n" for s in STIM) + "s77\tbody\n")),
+                             r"^Labels file '.*lab\.tsv' has rows for 1 id\(s\) that are neither in the stimulus set "
+                             r"nor images of the stimulus folder: 's77'\..* They are ignored; a typo or the labels of "
+                             r"another stimulus set\? Fix the ids or remove the rows\.",
+                             lambda ds: ds.stimuli.labels == ("face",) * 6),
     "identical-areas": Odd(lambda t: make_rdms(t, 'IT = { file = "r.npz" }\nEVC = { file = "./r.npz" }'),
                            r"^'.*ds\.toml': \[rdms\] areas 'IT' and 'EVC' have identical RDMs"),
     "distance-typo": Odd(lambda t: make_rdms(t, 'distance = "corelation"\nIT = { file = "r.npz" }'),
@@ -522,6 +551,18 @@ def test_clean_dataset_loads_without_warnings(tmp_path: Path, caplog) -> None:
         folder.mkdir()
         with caplog.at_level(logging.WARNING, logger="framework"):
             _load(make(folder))
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_labels_of_images_left_out_by_ids_are_quiet(tmp_path: Path, caplog) -> None:
+    """A labels file covering the whole folder is fine when [stimuli] ids picks a subset of it."""
+    toml = make_rdms(tmp_path, stimuli='labels = "lab.tsv"', extra="")
+    _images(tmp_path / "stimuli", STIM + ["s07"])
+    (tmp_path / "lab.tsv").write_text("".join(f"{s}\tface\n" for s in STIM + ["s07"]))
+    _set_toml(tmp_path, 'labels = "lab.tsv"', f'ids = {json.dumps(STIM)}\nlabels = "lab.tsv"')
+    with caplog.at_level(logging.WARNING, logger="framework"):
+        ds = _load(toml)
+    assert len(ds.stimuli) == 6
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 

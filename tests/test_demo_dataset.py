@@ -150,6 +150,24 @@ def test_bad_parameters_and_corrupt_cache(tmp_path, caplog):
     assert after.tobytes() == before.tobytes()
 
 
+@pytest.mark.parametrize("params, pattern", [
+    (dict(n_subjects=100_000_000), r"Invalid value 100000000 \(int\) for parameter 'n_subjects' of dataset 'demo': "
+                                   r"expected an integer >= 1 and <= 20\. Fix: --dataset-param demo\.n_subjects="),
+    (dict(n_images_per_category=10_000), r"parameter 'n_images_per_category' .* <= 200"),
+    (dict(n_sites=1_000), r"parameter 'n_sites' .* <= 200"),
+    (dict(n_repetitions=1_000), r"parameter 'n_repetitions' .* <= 20"),
+    (dict(n_images_per_category=200, n_sites=200), r"Invalid parameters for dataset 'demo': one subject would hold "
+                                                   r"2000 trials .* = 400000 trial-sites, more than the demo's limit "
+                                                   r"of 50000 .*lower n_images_per_category, n_repetitions or n_sites"),
+])
+def test_sizes_beyond_the_documented_bounds_are_refused_in_one_line(tmp_path, params, pattern):
+    # generation would run for minutes or hours and fill memory and disk: refused before any work
+    with pytest.raises(ConfigError, match=pattern) as info:
+        DemoDataset(cache_dir=tmp_path, **params)
+    assert "\n" not in str(info.value)
+    assert not any(tmp_path.iterdir())
+
+
 def test_unreadable_file_under_valid_checksums_is_a_data_error(tmp_path, monkeypatch):
     # only a generator bug could do this (the checksums are taken from the written files)
     plugin = DemoDataset(cache_dir=tmp_path, **SMALL)

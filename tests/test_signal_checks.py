@@ -25,7 +25,7 @@ from framework.scheduler import plan_run
 from framework.types import Dataset, EpochsMeta, SiteTable, StimulusSet
 from plugins.signals import _preprocessing as preprocessing
 from plugins.signals._power import longest_half_length, wavelet_half_lengths
-from plugins.signals.band_power import EXTREME_RATIO, BandPowerSignal
+from plugins.signals.band_power import DEFAULT_BANDS, EXTREME_RATIO, BandPowerSignal
 
 SFREQ = 256.0
 TMIN_MS = -312.5  # on the sample grid: MNE rounds an epoch's first time to a whole sample
@@ -106,6 +106,10 @@ BAD = {
                         r"\(128 Hz = 256 Hz / 2\)"),
     "band above Nyquist at a lower rate": (dict(SMALL), dict(sfreq=100.0),
                                            r"band 'lowgamma' reaches 70 Hz .*\(50 Hz = 100 Hz / 2\)"),
+    # every band above Nyquist is fixed at once: lowgamma ends at 49 Hz, highgamma (70 Hz > 50 Hz) is removed
+    "default bands at a lower rate": (dict(bands={b: list(r) for b, r in DEFAULT_BANDS.items()}), dict(sfreq=100.0),
+                                      r"band 'lowgamma' reaches 70 Hz .*\(50 Hz = 100 Hz / 2\).*"
+                                      r"band\(s\) 'lowgamma' end at 49 Hz; band\(s\) 'highgamma' removed"),
     "wavelet longer than the epochs": (dict(n_cycles={"theta": 6.0}, pad="none"), {},
                                        r"the 5 Hz wavelet of band 'theta' \(6 cycles, band-power parameter n_cycles\) "
                                        r"spans \d+ samples .* more than the 205-sample epochs of subject 's1' allow "

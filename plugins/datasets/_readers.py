@@ -26,7 +26,7 @@ import re
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -324,7 +324,8 @@ def read_id_list(path: Path, *, source: Path | None = None) -> list[str]:
 
 
 def read_labels(path: Path, ids: Sequence[str], *, id_column: str | None = None,
-                label_column: str | None = None, source: Path | None = None) -> tuple[str, ...]:
+                label_column: str | None = None, source: Path | None = None,
+                other_images: Collection[str] = ()) -> tuple[str, ...]:
     """Category label of every stimulus.
 
     Parameters
@@ -335,6 +336,10 @@ def read_labels(path: Path, ids: Sequence[str], *, id_column: str | None = None,
         header row, comma-separated for ``.csv`` files, tab-separated otherwise.
     ids : sequence of str, (n_stimuli,)
         Stimulus ids; ids in the file may carry an image extension (``stim_01.png``).
+    other_images : collection of str, optional
+        Ids (file stems) of the stimulus folder's images left out of the stimulus set
+        (by ``[stimuli] ids``): their rows are ignored quietly. Rows for any other id are
+        ignored with a warning naming them (a typo, or the labels of another stimulus set).
 
     Returns
     -------
@@ -360,6 +365,8 @@ def read_labels(path: Path, ids: Sequence[str], *, id_column: str | None = None,
                 and body[0][0].strip() not in wanted:
             body = body[1:]
     mapping: dict[str, str] = {}
+    stray: list[str] = []
+    other = set(other_images)
     for lineno, row in enumerate(body, start=1):
         if len(row) <= max(i_id, i_lab):
             raise DataError(f"Labels file '{path}', row {lineno} ({row!r}) has {len(row)} column(s); "
@@ -368,6 +375,8 @@ def read_labels(path: Path, ids: Sequence[str], *, id_column: str | None = None,
         if key not in wanted:
             key = Path(key).stem if Path(key).stem in wanted else key
         label = row[i_lab].strip()
+        if key not in wanted and key not in other and Path(key).stem not in other and key not in stray:
+            stray.append(key)
         if key in wanted and not label:
             raise DataError(f"Labels file '{path}', row {lineno}: stimulus '{key}' has an empty label; give "
                             "every stimulus a category (or drop labels from [stimuli]).")
@@ -376,6 +385,10 @@ def read_labels(path: Path, ids: Sequence[str], *, id_column: str | None = None,
                             f"'{label}', row {lineno}); keep one row per stimulus.")
         mapping[key] = label
     missing = [s for s in ids if s not in mapping]
+    if stray:
+        log.warning("Labels file '%s' has rows for %d id(s) that are neither in the stimulus set nor images of the "
+                    "stimulus folder: %s.%s They are ignored; a typo or the labels of another stimulus set? Fix the "
+                    "ids or remove the rows.", path, len(stray), _few(stray), did_you_mean(stray[0], ids))
     if missing:
         raise DataError(f"Labels file '{path}' gives no label for {len(missing)} stimulus id(s): "
                         f"{_few(missing)}. Add a row per stimulus.")
@@ -477,6 +490,9 @@ class EpochsHeader:
         Channels marked bad in the file.
     stimulus_ids : tuple of str, (n_epochs,)
         Stimulus id of every epoch.
+    ids_from : {"metadata", "events"}
+        Where the ids come from: ``metadata['stimulus']``, or (the file has no metadata)
+        the names of the epochs' events in ``event_id`` (:func:`framework.types.epochs_stimulus_ids`).
     sfreq : float
         Sampling rate in Hz.
     tmin, tmax : float
@@ -492,6 +508,7 @@ class EpochsHeader:
     sfreq: float
     tmin: float = 0.0
     tmax: float = 0.0
+    ids_from: str = "metadata"
 
     @property
     def good_channels(self) -> tuple[str, ...]:
@@ -540,7 +557,8 @@ def _header_of(path: Path, epochs: Any) -> EpochsHeader:
     return EpochsHeader(path=path, ch_names=tuple(epochs.ch_names),
                         ch_types=tuple(epochs.get_channel_types()), bads=tuple(epochs.info["bads"]),
                         stimulus_ids=tuple(epochs_stimulus_ids(epochs, f"file '{path}'")),
-                        sfreq=float(epochs.info["sfreq"]), tmin=float(epochs.tmin), tmax=float(epochs.tmax))
+                        sfreq=float(epochs.info["sfreq"]), tmin=float(epochs.tmin), tmax=float(epochs.tmax),
+                        ids_from="events" if getattr(epochs, "metadata", None) is None else "metadata")
 
 
 def read_epochs_header(path: Path, *, source: Path | None = None) -> EpochsHeader:

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import model_validator
 
 from framework.contracts import DatasetPlugin
 from framework.errors import DataError
@@ -297,14 +298,40 @@ def _simulate_subject(rng: np.random.Generator, stim_index: np.ndarray, drive: n
 
 
 # ----------------------------------------------------------------------------- plugin
-class DemoParams(PluginParams):
-    """Size and seed of the simulated demo dataset."""
+#: Upper bounds of the demo's size parameters. Generating one subject holds about 37 kB of
+#: float64 working memory per trial and site (1/f noise per band, 768 samples) and takes ~0.2 ms
+#: per trial and site; its file takes 3 kB per trial and site (float32). The bounds keep the
+#: largest demo within a laptop: at most :data:`MAX_TRIAL_SITES` trials x sites per subject
+#: (~2 GB of memory, ~10 s and ~150 MB on disk per subject) and :data:`MAX_SUBJECTS` subjects
+#: (~3 GB of cache, a few minutes). The defaults (100 images x 2 repetitions x 20 sites, 3
+#: subjects) are far below. Larger simulations are not what the demo is for.
+MAX_IMAGES_PER_CATEGORY = 200
+MAX_SUBJECTS = 20
+MAX_SITES = 200
+MAX_REPETITIONS = 20
+MAX_TRIAL_SITES = 50_000
 
-    n_images_per_category: int = param(20, "images per category (5 categories); 20 gives 100 images", ge=4)
-    n_subjects: int = param(3, "simulated subjects s01, s02, ...", ge=1)
-    n_sites: int = param(20, "contacts per subject, cycled through the area layout", ge=10)
-    n_repetitions: int = param(2, "presentations of each image per subject", ge=1)
+
+class DemoParams(PluginParams):
+    """Size and seed of the simulated demo dataset (bounded: see :data:`MAX_TRIAL_SITES`)."""
+
+    n_images_per_category: int = param(20, "images per category (5 categories); 20 gives 100 images", ge=4,
+                                       le=MAX_IMAGES_PER_CATEGORY)
+    n_subjects: int = param(3, "simulated subjects s01, s02, ...", ge=1, le=MAX_SUBJECTS)
+    n_sites: int = param(20, "contacts per subject, cycled through the area layout", ge=10, le=MAX_SITES)
+    n_repetitions: int = param(2, "presentations of each image per subject", ge=1, le=MAX_REPETITIONS)
     seed: int = param(0, "seed of every random draw", ge=0)
+
+    @model_validator(mode="after")
+    def _check_size(self) -> DemoParams:
+        n_trials = self.n_images_per_category * len(CATEGORIES) * self.n_repetitions
+        if n_trials * self.n_sites > MAX_TRIAL_SITES:
+            raise ValueError(
+                f"one subject would hold {n_trials} trials (n_images_per_category={self.n_images_per_category} x "
+                f"{len(CATEGORIES)} categories x n_repetitions={self.n_repetitions}) x n_sites={self.n_sites} = "
+                f"{n_trials * self.n_sites} trial-sites, more than the demo's limit of {MAX_TRIAL_SITES} (~2 GB of "
+                f"memory and ~150 MB of disk per subject); lower n_images_per_category, n_repetitions or n_sites")
+        return self
 
 
 class DemoDataset(DatasetPlugin):
@@ -316,13 +343,14 @@ class DemoDataset(DatasetPlugin):
         Where generated data are cached; default the ``datasets`` folder of
         :func:`framework.paths.user_cache_dir`.
     n_images_per_category : int
-        Images per category (5 categories), >= 4; 20 gives 100 images.
+        Images per category (5 categories), 4 to :data:`MAX_IMAGES_PER_CATEGORY`; 20 gives 100 images.
     n_subjects : int
-        Simulated subjects ``s01``, ``s02``, ..., >= 1.
+        Simulated subjects ``s01``, ``s02``, ..., 1 to :data:`MAX_SUBJECTS`.
     n_sites : int
-        Contacts per subject, >= 10 (cycled through :data:`AREA_LAYOUT`).
+        Contacts per subject, 10 to :data:`MAX_SITES` (cycled through :data:`AREA_LAYOUT`).
     n_repetitions : int
-        Presentations of each image per subject, >= 1.
+        Presentations of each image per subject, 1 to :data:`MAX_REPETITIONS`; trials x sites of
+        one subject at most :data:`MAX_TRIAL_SITES`.
     seed : int
         Seed of every random draw.
     """

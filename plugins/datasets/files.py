@@ -137,11 +137,12 @@ class FileDataset(DatasetPlugin):
         common: dict[str, Any] = {"name": name, "stimuli": stimuli, "description": description}
         if kind == "epochs":
             epochs, sites, epochs_meta = self._epochs(self._table(spec, "recordings", required=True), stimuli)
-            self._check_area_order(sites.areas, area_order, area_order_given)
+            self._check_area_order(sites.areas, area_order, area_order_given, self._files_of("sites"), sites.names)
             common.update(epochs=epochs, sites=sites, area_order=area_order, epochs_meta=epochs_meta)
         elif kind == "responses":
             responses = self._responses(self._table(spec, "responses", required=True), stimuli, area_order)
-            self._check_area_order(responses.sites.areas, area_order, area_order_given)
+            self._check_area_order(responses.sites.areas, area_order, area_order_given, self._files_of("responses"),
+                                   responses.sites.names)
             common.update(responses=responses, area_order=area_order)
         else:
             rdms = self._rdms(self._table(spec, "rdms", required=True), stimuli,
@@ -209,18 +210,37 @@ class FileDataset(DatasetPlugin):
     def _resolve(self, value: str) -> Path:
         return Path(os.path.normpath(self.path.parent / value))
 
-    def _check_area_order(self, site_areas: Sequence[str], area_order: tuple[str, ...], given: bool) -> None:
-        """Warn when the sites' areas and ``area_order`` do not meet (metric headlines average area_order areas)."""
+    def _files_of(self, role: str) -> Path:
+        """The file read for ``role`` (``"sites"``, ``"responses"``); the TOML file if none."""
+        return next((p for r, p in self._files if r == role), self.path)
+
+    def _check_area_order(self, site_areas: Sequence[str], area_order: tuple[str, ...], given: bool,
+                          source: Path, site_names: Sequence[str] = ()) -> None:
+        """Warn when the sites' areas and ``area_order`` do not meet (metric headlines average area_order areas).
+
+        ``source`` is the file the site areas come from (sites table or responses file), named in the warnings.
+        """
         present = sorted({a for a in site_areas if a != "n/a"})
         if not present:
             return
+        order_text = f"{', '.join(area_order)}{'' if given else ', the default'}"
         if not any(a in area_order for a in present):
             hint = did_you_mean(present[0], area_order) if given else ""
-            log.warning("'%s': no site area (%s) is in [dataset] area_order (%s%s).%s Metric headlines then fall "
+            log.warning("'%s': no site area (%s) is in [dataset] area_order (%s).%s Metric headlines then fall "
                         "back to every area and the alignment metric has no areas to order; set area_order = "
-                        "[...] in [dataset], early to late.", self.path, _few(present, 8), ", ".join(area_order),
-                        "" if given else ", the default", hint)
-        elif given:
+                        "[...] in [dataset], early to late.", self.path, _few(present, 8), order_text, hint)
+            return
+        outside = [a for a in present if a not in area_order]
+        if outside:
+            n_sites = sum(1 for a in site_areas if a in outside)
+            first = [n for n, a in zip(site_names, site_areas) if a == outside[0]][:1]
+            example = f", e.g. '{first[0]}'" if first else ""
+            log.warning("'%s': %d site(s) in '%s' have area(s) %s, which [dataset] area_order (%s) does not "
+                        "list%s; they are left out of the area-ordered metric headlines and the alignment "
+                        "metric.%s Write the area as area_order spells it, or add it to area_order if the "
+                        "sites should count.", self.path, n_sites, source, _few(outside, 8), order_text, example,
+                        did_you_mean(outside[0], area_order))
+        if given:
             absent = [a for a in area_order if a not in present]
             if absent:
                 log.warning("'%s': [dataset] area_order names %s, which no site has (site areas: %s).%s Fix "
@@ -247,16 +267,20 @@ class FileDataset(DatasetPlugin):
         self._files.extend(("stimulus", p) for p in paths)
         labels = None
         lab = self._get(table, "stimuli", "labels", (str, dict))
+        # images of the folder left out by [stimuli] ids: label rows for them are expected, not stray
+        left_out = ({p.stem for p in folder.iterdir() if p.suffix.lower() in rd.IMAGE_SUFFIXES} - set(stim_ids)
+                    if lab is not None and ids is not None else set())
         if isinstance(lab, str):
             lab_file = self._resolve(lab)
-            labels = rd.read_labels(lab_file, stim_ids, source=self.path)
+            labels = rd.read_labels(lab_file, stim_ids, source=self.path, other_images=left_out)
             self._files.append(("labels", lab_file))
         elif isinstance(lab, dict):
             self._check_keys(lab, _LABEL_KEYS, "[stimuli] labels")
             lab_file = self._resolve(self._get(lab, "stimuli.labels", "file", str, required=True))
             id_col = self._get(lab, "stimuli.labels", "id_column", str, required=True)
             label_col = self._get(lab, "stimuli.labels", "label_column", str, required=True)
-            labels = rd.read_labels(lab_file, stim_ids, id_column=id_col, label_column=label_col, source=self.path)
+            labels = rd.read_labels(lab_file, stim_ids, id_column=id_col, label_column=label_col, source=self.path,
+                                    other_images=left_out)
             self._files.append(("labels", lab_file))
         return StimulusSet(ids=stim_ids, paths=paths, labels=labels)
 
@@ -329,6 +353,12 @@ class FileDataset(DatasetPlugin):
                                 f"from the sites table '{sites_path}': {_few(missing)}.{hint} Add a row "
                                 "(name, subject, area) per channel, or mark the channels bad in the file.")
             unknown = sorted({s for s in header.stimulus_ids if s not in known}, key=rd._natural_key)
+            if unknown and header.ids_from == "events":
+                raise DataError(f"Epochs file '{path}' (subject '{subject}') has no metadata['stimulus'] column "
+                                "(no metadata at all), so the stimulus ids were taken from its event names, and "
+                                f"{len(unknown)} of them are not stimulus ids: {_few(unknown)}. Fix: set "
+                                "epochs.metadata = pandas.DataFrame({'stimulus': [...]}) with the [stimuli] id "
+                                "of every epoch and save again (or name the events by stimulus id in event_id).")
             if unknown:
                 raise DataError(f"Epochs file '{path}' (subject '{subject}') names {len(unknown)} stimulus id(s) "
                                 f"not in the stimulus set: {_few(unknown)}.{did_you_mean(unknown[0], known)} "

@@ -654,16 +654,30 @@ class BandPowerSignal(SignalPlugin):
         return f"--signal-param '{self.name}.{param}={_toml(value)}'"
 
     def _nyquist_fix(self, band: str, metas: Mapping[str, EpochsMeta]) -> str:
+        """A ``bands`` value that fits every subject: every band reaching the lowest Nyquist frequency
+        ends one whole Hz below it, or is removed when its low edge is already that high."""
         lo, hi = self.bands[band]
         nyq = min(m.nyquist for m in metas.values())
-        bands = {b: list(r) for b, r in self.bands.items()}
         top = math.ceil(nyq) - 1.0  # the largest whole number of Hz below every Nyquist frequency
-        option = self._option("bands", {**bands, band: [lo, top]}) if top > lo else None
+        fixed: dict[str, list[float]] = {}
+        clipped, removed = [], []
+        for b, (b_lo, b_hi) in self.bands.items():
+            if b_hi < nyq:
+                fixed[b] = [b_lo, b_hi]
+            elif top > b_lo:
+                fixed[b] = [b_lo, top]
+                clipped.append(b)
+            else:
+                removed.append(b)
+        option = self._option("bands", fixed) if fixed else None
         if option:
-            return f"{option} (band '{band}' ends at {top:g} Hz, below the Nyquist frequency of every subject)"
-        option = self._option("bands", {b: r for b, r in bands.items() if b != band})
-        if option:
-            return f"{option} (band '{band}' removed) or use recordings sampled above {2 * hi:g} Hz"
+            how = []
+            if clipped:
+                how.append(f"band(s) {', '.join(repr(b) for b in clipped)} end at {top:g} Hz")
+            if removed:
+                how.append(f"band(s) {', '.join(repr(b) for b in removed)} removed")
+            return (f"{option} ({'; '.join(how)}: every band below the Nyquist frequency of every subject) "
+                    f"or use recordings sampled above {2 * max(h for _, h in self.bands.values()):g} Hz")
         return f"use recordings sampled above {2 * hi:g} Hz or choose bands below {nyq:g} Hz"
 
     def _notch_fix(self, metas: Mapping[str, EpochsMeta]) -> str:
