@@ -53,7 +53,11 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
         name, sep, value = item.partition("=")
         if not sep or not name or not value:
             raise ConfigError(f"Option {option} expects NAME=VALUE, got '{item}'.")
-        out[name.strip()] = value.strip()
+        name = name.strip()
+        if name in out:  # the last one used to win silently
+            raise ConfigError(f"Option {option} gives '{name}' twice ('{out[name]}' and '{value.strip()}'); "
+                              "give each NAME once.")
+        out[name] = value.strip()
     return out
 
 
@@ -199,8 +203,17 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_layers(args: argparse.Namespace) -> int:
     from framework.registry import load_registry
 
+    weights_file = args.weights_file.expanduser() if args.weights_file is not None else None
+    if weights_file is not None and weights_file.is_dir():
+        raise ConfigError(f"Weights file '{weights_file}' is a directory (option --weights-file of `framework "
+                          "layers`); give the path of a .safetensors, .pt or .pth file inside it: "
+                          f"framework layers {args.model} --weights-file PATH.")
+    if weights_file is not None and not weights_file.is_file():
+        raise ConfigError(f"Weights file '{weights_file}' does not exist (option --weights-file of `framework "
+                          "layers`); give the path of a .safetensors, .pt or .pth file: "
+                          f"framework layers {args.model} --weights-file PATH, or leave the option out.")
     registry = load_registry()
-    model = registry.create("model", args.model, weights=args.weights, weights_file=args.weights_file, seed=0)
+    model = registry.create("model", args.model, weights=args.weights, weights_file=weights_file, seed=0)
     defaults = set(model.default_layers())
     shapes = model.layer_shapes()
     width = max(len(n) for n in shapes)
@@ -252,6 +265,9 @@ def _print_leaderboard(store_dir: Path, *, readonly: bool = False) -> None:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from framework.store import DB_NAME
 
+    if (args.store / DB_NAME).is_dir():
+        raise ConfigError(f"'{args.store / DB_NAME}' is a directory, not a results database (option --store); "
+                          "move it away or give the right --store.")
     if not (args.store / DB_NAME).is_file():
         raise ConfigError(f"No results store at '{args.store}' (no {DB_NAME}); run `framework run --store "
                           f"{args.store}` first or give the right --store.")
@@ -263,6 +279,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from framework.config import build_config, load_config_file
     from framework.scheduler import run
 
+    if args.dataset is not None and not args.dataset.strip():
+        raise ConfigError("Option --dataset is empty; give a registered dataset name (`framework list datasets`) "
+                          "or the path of a dataset TOML file, or leave it out for 'demo'.")
     file_fields = load_config_file(args.config) if args.config else {}
     cli_fields: dict[str, Any] = {
         "models": args.models, "signals": args.signals, "metrics": args.metrics, "dataset": args.dataset,

@@ -6,6 +6,7 @@ scheduler, which knows the dataset's kind; here we check types and ranges.
 """
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -69,7 +70,11 @@ class RunConfig(BaseModel):
     dataset_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     reduction: dict[str, Any] | None = None
     batch_size: StrictInt = Field(default=32, gt=0, le=4096)
-    seed: StrictInt = Field(default=0, ge=0)
+    # 2**32 - 1: the largest seed every consumer takes. numpy's SeedSequence accepts any size and
+    # torch.manual_seed anything below 2**64, but scikit-learn's random_state (the folds of
+    # framework.numerics.splits, the random projection of a reduction) must lie in [0, 2**32 - 1];
+    # a larger seed would fail only after signals and activations were computed.
+    seed: StrictInt = Field(default=0, ge=0, le=2**32 - 1)
     progress: StrictBool | None = None
 
     @field_validator("models", "signals", "metrics", mode="before")
@@ -102,6 +107,26 @@ class RunConfig(BaseModel):
         if isinstance(value, str) and not value.strip():
             raise ValueError("is empty, which would write into the current folder; give a directory "
                              "such as 'results'")
+        if isinstance(value, (str, Path)):
+            value = Path(value).expanduser()
+        return value
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty; give a registered dataset name (`framework list datasets`) or the path "
+                             "of a dataset TOML file")
+        if isinstance(value, str) and value.startswith("~"):
+            value = str(Path(value).expanduser())
+        return value
+
+    @field_validator("weights_files", mode="before")
+    @classmethod
+    def _weights_files(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            value = {k: (Path(v).expanduser() if isinstance(v, (str, Path)) and str(v).startswith("~") else v)
+                     for k, v in value.items()}
         return value
 
     @field_validator("reduction", mode="before")
@@ -139,26 +164,40 @@ def load_config_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"Config file '{path}' does not exist; check the path given to --config.")
     try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"Config file '{path}' cannot be read ({exc.strerror}).") from None
+    # A UTF-8 byte-order mark (written by some Windows editors) is not valid TOML but is harmless: drop it.
+    raw = raw.removeprefix(b"\xef\xbb\xbf")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Config file '{path}' is not valid TOML: {exc}. Fix the syntax.") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"Config file '{path}' is not UTF-8 text (byte {exc.start}: {exc.reason}); save it "
                           "as UTF-8 (TOML files must be UTF-8).") from None
-    except OSError as exc:
-        raise ConfigError(f"Config file '{path}' cannot be read ({exc.strerror}).") from None
-    if "run" in data and isinstance(data["run"], dict) and len(data) == 1:
+    if "run" in data and isinstance(data["run"], dict):
+        if len(data) > 1:
+            others = ", ".join(sorted(k for k in data if k != "run"))
+            raise ConfigError(f"Config file '{path}' has a [run] table and top-level entries outside it ({others}); "
+                              "put every field under [run] (tables as [run.NAME]) or drop the [run] header.")
         data = data["run"]
     base = path.parent
-    for key in ("store",):
-        if isinstance(data.get(key), str) and data[key].strip() and not Path(data[key]).is_absolute():
-            data[key] = str(base / data[key])
+
+    def rebase(value: str) -> str:
+        """``~`` expanded; a relative path taken relative to the config file's folder."""
+        p = Path(value).expanduser()
+        return str(p if p.is_absolute() else base / p)
+
+    if isinstance(data.get("store"), str) and data["store"].strip():
+        data["store"] = rebase(data["store"])
     dataset = data.get("dataset")
-    if isinstance(dataset, str) and dataset.endswith(".toml") and not Path(dataset).is_absolute():
-        data["dataset"] = str(base / dataset)
+    # A dataset value that looks like a path (a registered name has no separator and no .toml suffix).
+    if isinstance(dataset, str) and dataset.strip() and (
+            dataset.endswith(".toml") or "/" in dataset or os.sep in dataset or dataset.startswith("~")):
+        data["dataset"] = rebase(dataset)
     if isinstance(data.get("weights_files"), dict):
-        data["weights_files"] = {k: (str(base / v) if isinstance(v, str) and not Path(v).is_absolute() else v)
+        data["weights_files"] = {k: (rebase(v) if isinstance(v, str) and v.strip() else v)
                                  for k, v in data["weights_files"].items()}
     return data
 

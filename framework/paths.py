@@ -4,7 +4,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["user_cache_dir"]
+from framework.errors import ConfigError
+
+__all__ = ["ensure_cache_dir", "user_cache_dir"]
+
+
+def _cache_variable() -> str:
+    """The environment variable that chose the cache folder, for messages."""
+    if os.environ.get("FRAMEWORK_CACHE_DIR"):
+        return "$FRAMEWORK_CACHE_DIR"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return "$XDG_CACHE_HOME"
+    return "$HOME"
 
 
 def user_cache_dir() -> Path:
@@ -14,11 +25,36 @@ def user_cache_dir() -> Path:
     -------
     Path
         ``$FRAMEWORK_CACHE_DIR`` when set; else ``$XDG_CACHE_HOME/framework``, with
-        ``$XDG_CACHE_HOME`` defaulting to ``~/.cache``. Not created here. Generated
-        datasets go to its ``datasets`` folder.
+        ``$XDG_CACHE_HOME`` defaulting to ``~/.cache``. Not created here (see
+        :func:`ensure_cache_dir`). Generated datasets go to its ``datasets`` folder.
     """
     env = os.environ.get("FRAMEWORK_CACHE_DIR")
     if env:
-        return Path(env)
+        return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "framework"
+    return Path(base).expanduser() / "framework"
+
+
+def ensure_cache_dir(sub: str | None = None) -> Path:
+    """Create the user cache (and its folder ``sub``) if needed and return it.
+
+    Raises :class:`ConfigError` naming the environment variable that chose the folder
+    when it is a file, lies under a file or cannot be created or written (e.g. ``/proc/x``).
+    """
+    root = user_cache_dir()
+    path = root / sub if sub else root
+    var = _cache_variable()
+    fix = ("set FRAMEWORK_CACHE_DIR to a writable folder (or unset it)" if var == "$FRAMEWORK_CACHE_DIR" else
+           "set FRAMEWORK_CACHE_DIR to a writable folder")
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"Cache folder '{root}' (from {var}) is a file, not a folder; {fix}.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"Cache folder '{path}' (from {var}) cannot be created ({exc.strerror or exc}); "
+                          f"{fix}.") from None
+    if not path.is_dir():
+        raise ConfigError(f"Cache folder '{path}' (from {var}) is a file, not a folder; {fix}.")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"Cache folder '{path}' (from {var}) is not writable; {fix}.")
+    return path

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import pluggy
 
 from framework import hookspecs
-from framework.errors import ConfigError, PluginError, unknown_name_error
+from framework.errors import ConfigError, FrameworkError, PluginError, unknown_name_error
 from framework.params import PluginParams, validate_params
 
 log = logging.getLogger("framework.registry")
@@ -215,6 +215,10 @@ class Registry:
         return spec.create(name=context.get("name", name), context=context, **merged)
 
 
+def _env_plugin_names() -> list[str]:
+    return [m for m in (m.strip() for m in os.environ.get(ENV_PLUGINS, "").split(",")) if m]
+
+
 def get_plugin_manager(*, entry_points: bool = True, builtins: bool = True,
                        extra_plugins: Iterable[object] = ()) -> pluggy.PluginManager:
     """Build a plugin manager with the built-ins and, optionally, installed entry points.
@@ -237,12 +241,16 @@ def get_plugin_manager(*, entry_points: bool = True, builtins: bool = True,
 
         pm.register(builtin_plugins, name="framework.builtins")
     if entry_points:
-        for module_name in filter(None, (m.strip() for m in os.environ.get(ENV_PLUGINS, "").split(","))):
+        for module_name in _env_plugin_names():
             try:
                 pm.register(importlib.import_module(module_name), name=module_name)
             except ImportError as exc:
                 raise PluginError(f"Plugin module '{module_name}' named in ${ENV_PLUGINS} cannot be imported "
                                   f"({exc}); fix the variable or the module path.") from None
+            except Exception as exc:  # any error at import, as for entry points: one line, not a crash
+                raise PluginError(f"Plugin module '{module_name}' named in ${ENV_PLUGINS} failed at import "
+                                  f"({type(exc).__name__}: {exc}); fix the module or remove it from "
+                                  f"${ENV_PLUGINS}.") from None
         try:
             pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         except Exception as exc:  # a broken third-party package must not hide the built-ins
@@ -266,6 +274,17 @@ def load_registry(pm: pluggy.PluginManager | None = None) -> Registry:
         others = [p for p in plugins if p is not plugin]
         for hook in ("framework_register_models", "framework_register_signals", "framework_register_metrics",
                      "framework_register_datasets"):
-            pm.subset_hook_caller(hook, remove_plugins=others)(registry=registry)
+            try:
+                pm.subset_hook_caller(hook, remove_plugins=others)(registry=registry)
+            except FrameworkError:  # already one line naming the plugin (e.g. two plugins of one name)
+                raise
+            except Exception as exc:
+                if name in _env_plugin_names():
+                    where, fix = f"plugin module '{name}' (named in ${ENV_PLUGINS})", (
+                        f"fix the module or remove it from ${ENV_PLUGINS}")
+                else:
+                    where, fix = f"plugin '{name}' ({registry._source})", "fix or uninstall it (pip uninstall ...)"
+                raise PluginError(f"The {hook} hook of {where} failed: {type(exc).__name__}: {exc}; "
+                                  f"{fix}.") from None
     registry._source = ""
     return registry

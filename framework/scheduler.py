@@ -41,9 +41,9 @@ from framework.config import RunConfig
 from framework.contracts import MetricPlugin, ModelPlugin, SignalPlugin, WeightsInfo
 from framework.errors import ConfigError, DataError, FrameworkError, did_you_mean, unknown_name_error
 from framework.numerics.stimuli import stimulus_order
-from framework.paths import user_cache_dir
+from framework.paths import ensure_cache_dir, user_cache_dir
 from framework.registry import RANDOM_SUFFIX, Registry, load_registry
-from framework.store import Cell, ResultsStore, StoreWriteError
+from framework.store import DB_NAME, Cell, ResultsStore, StoreWriteError
 from framework.target_io import load_target, save_target
 from framework.types import Activations, Dataset, StimulusSet, Target, digest_of
 
@@ -120,12 +120,11 @@ class Plan:
 def load_dataset(config: RunConfig, registry: Registry) -> Dataset:
     """Load the dataset named by ``config.dataset`` (registered name or TOML path)."""
     name = config.dataset
-    cache_dir = user_cache_dir() / "datasets"
     registered = registry.names("dataset")
-    looks_like_path = name.endswith(".toml") or os.sep in name or "/" in name or Path(name).exists()
     if name in registered and name != "file":
+        cache_dir = ensure_cache_dir("datasets")  # a bad $FRAMEWORK_CACHE_DIR is one line, not a crash
         dataset = registry.create("dataset", name, cache_dir=cache_dir, **config.dataset_params.get(name, {})).load()
-    elif looks_like_path:
+    elif _looks_like_path(name):
         path = Path(name)
         if path.is_dir():
             tomls = sorted(p.name for p in path.glob("*.toml"))
@@ -135,11 +134,68 @@ def load_dataset(config: RunConfig, registry: Registry) -> Dataset:
         if not path.is_file():
             raise DataError(f"Dataset file '{path}' does not exist (option --dataset); give the path of a dataset "
                             f"TOML file or one of: {', '.join(n for n in registered if n != 'file')}.")
-        dataset = registry.create("dataset", "file", path=path, cache_dir=cache_dir,
+        dataset = registry.create("dataset", "file", path=path, cache_dir=ensure_cache_dir("datasets"),
                                   **config.dataset_params.get("file", {})).load()
     else:
         raise unknown_name_error("dataset", name, [n for n in registered if n != "file"], option="--dataset")
     return dataset
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.endswith(".toml") or os.sep in name or "/" in name or Path(name).exists()
+
+
+def dataset_plugin_name(config: RunConfig, registry: Registry) -> str | None:
+    """The dataset plugin the run uses: a registered name, ``"file"`` for a path, else None (unknown)."""
+    name = config.dataset
+    if name in registry.names("dataset") and name != "file":
+        return name
+    return "file" if _looks_like_path(name) else None
+
+
+def _check_params_in_run(config: RunConfig, registry: Registry, metric_names: list[str]) -> None:
+    """Refuse parameters for a metric or dataset that is not in the run (they would be ignored silently),
+    as :func:`_resolve_models` does for models."""
+    for key in config.metric_params:
+        if key not in metric_names:
+            raise ConfigError(f"metric_params (--metric-param) names metric '{key}', which is not in this run's "
+                              f"metrics ({', '.join(metric_names)}); add it to --metrics or drop its parameters."
+                              f"{did_you_mean(key, metric_names)}")
+    used = dataset_plugin_name(config, registry)
+    for key in config.dataset_params:
+        if used is not None and key != used:
+            raise ConfigError(f"dataset_params (--dataset-param) names dataset '{key}', which is not this run's "
+                              f"dataset ('{used}'); choose it with --dataset or drop its parameters.")
+
+
+def _check_signal_params_in_run(config: RunConfig, owners: dict[str, str]) -> None:
+    """Refuse parameters for a signal plugin that computes none of the run's signals (they would be ignored)."""
+    used = sorted(set(owners.values()))
+    for key in config.signal_params:
+        if key not in used:
+            raise ConfigError(f"signal_params (--signal-param) names signal plugin '{key}', which computes none of "
+                              f"this run's signals (computed by: {', '.join(used)}); choose its signals with "
+                              "--signals or drop its parameters.")
+
+
+def _warn_store_in_cache(store: Path) -> None:
+    """A store in the user cache lives in a folder documented as deletable: warn (valid, but risky)."""
+    try:
+        cache = user_cache_dir().resolve()
+        where = Path(store).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return
+    if where == cache or where.is_relative_to(cache):
+        log.warning("Store '%s' is inside the user cache '%s', which may be deleted at any time (it holds only "
+                    "files the framework can rebuild); choose a --store outside it to keep your results.",
+                    store, cache)
+
+
+def _check_store_database(store: Path) -> None:
+    db = Path(store) / DB_NAME
+    if db.is_dir():
+        raise ConfigError(f"'{db}' is a directory, not a results database (option --store); move it away or "
+                          "choose another --store.")
 
 
 def _expand(requested: list[str], available: list[str], kind: str, option: str) -> list[str]:
@@ -300,12 +356,17 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> Plan:
     """Check every name against the registry, load the dataset and list the cells to run."""
     registry = registry or load_registry()
     # Validate names and parameters that need no data first, so typos fail fast.
+    _check_store_database(config.store)
+    _warn_store_in_cache(config.store)
     models = _resolve_models(config, registry)
-    for name in _expand(config.metrics, registry.names("metric"), "metric", "--metrics"):
+    metric_names = _expand(config.metrics, registry.names("metric"), "metric", "--metrics")
+    for name in metric_names:
         registry.resolve("metric", name, option="--metrics")
     check_plugin_params(config, registry)
+    _check_params_in_run(config, registry, metric_names)
     dataset = load_dataset(config, registry)
     signals, owners = _resolve_signals(config, registry, dataset)
+    _check_signal_params_in_run(config, owners)
     _check_signals(signals, dataset)
     target_kind = "rdms" if dataset.kind == "rdms" else "responses"
     metrics, notes = _resolve_metrics(config, registry, target_kind)

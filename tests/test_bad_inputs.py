@@ -128,6 +128,18 @@ CLI_OPTIONS = [
          files={"w.pt": b"x"}),
     Case("weights-file-malformed", ["--weights-file", "{tmp}/w.pt"], ["--weights-file", "NAME=VALUE"]),
     Case("weights-pretrained-offline", ["--weights", "pretrained"], ["not available offline"]),
+    Case("seed-too-large", ["--seed", "99999999999999999999999"], ["seed", "less than or equal to 4294967295"]),
+    Case("metric-param-metric-not-in-run", ["--metric-param", "cka.n_splits=3"],
+         ["metric_params", "'cka'", "not in this run's metrics (fake-corr)", "--metrics"]),
+    Case("signal-param-plugin-not-in-run", ["--signal-param", "band-power.responsive_only=true"],
+         ["signal_params", "'band-power'", "none of this run's signals", "fake-signal"]),
+    Case("dataset-param-dataset-not-in-run", ["--dataset-param", "demo.n_sites=10"],
+         ["dataset_params", "'demo'", "not this run's dataset ('fake-responses')", "--dataset"]),
+    Case("param-given-twice", ["--metric-param", "fake-corr.sleep=0", "--metric-param", "fake-corr.sleep=1"],
+         ["--metric-param", "'fake-corr.sleep' twice"]),
+    Case("weights-file-given-twice", ["--weights-file", "fake-net={tmp}/a.pt", "--weights-file", "fake-net={tmp}/w.pt"],
+         ["--weights-file", "'fake-net' twice", "a.pt"], files={"w.pt": b"x"}),
+    Case("dataset-empty", ["--dataset", ""], ["--dataset is empty"]),
 ]
 
 CONFIG_FILES = [
@@ -165,6 +177,10 @@ CONFIG_FILES = [
          files={"run.toml": b'[metric_params.fake-cor]\nsleep = 1\n'}),
     Case("config-models-not-list", ["run", "--config", "{tmp}/run.toml", "--store", "{store}"], ["models"],
          files={"run.toml": b"models = 3\n"}, base=False),
+    Case("config-run-table-plus-other", ["--config", "{tmp}/run.toml"], ["[run] table", "metric_params", "[run.NAME]"],
+         files={"run.toml": b'[run]\nseed = 1\n[metric_params.fake-corr]\nsleep = 0\n'}),
+    Case("config-dataset-path-without-toml-suffix", ["run", "--config", "{tmp}/run.toml", "--store", "{store}"],
+         ["'{tmp}/sub/ds.cfg' does not exist"], files={"run.toml": b'dataset = "sub/ds.cfg"\n'}, base=False),
 ]
 
 
@@ -246,7 +262,7 @@ def _weights_cases(tmp: Path) -> dict[str, tuple[Path, list[str]]]:
     import torch
     from safetensors.torch import save_file
 
-    small = {"features.0.weight": torch.zeros(2, 3)}
+    small = {"features.0.weight": torch.randn(2, 3, generator=torch.Generator().manual_seed(0))}
     out: dict[str, tuple[Path, list[str]]] = {}
     p = tmp / "truncated.pt"
     _torch_file(p, small, truncate=0.5)
@@ -339,3 +355,80 @@ EPOCHS_SETTINGS = [
 @pytest.mark.parametrize("case", EPOCHS_SETTINGS, ids=lambda c: c.id)
 def test_signal_setting_the_epochs_cannot_give_stops_before_work(case, tmp_path, template_store, capsys):
     check_bad_input(case, tmp_path, template_store, capsys)
+
+
+# --------------------------------------------------------------------------------------
+# the environment: cache folder, plugin modules
+# --------------------------------------------------------------------------------------
+@pytest.mark.usefixtures("_fake_plugins")
+@pytest.mark.parametrize("where", ["file", "under-file", "proc"])
+def test_bad_cache_dir_stops_before_work_with_one_line(where, tmp_path, template_store, capsys, monkeypatch):
+    (tmp_path / "cachefile").write_text("not a folder\n")
+    cache = {"file": tmp_path / "cachefile", "under-file": tmp_path / "cachefile" / "sub",
+             "proc": Path("/proc/framework-cache")}[where]
+    monkeypatch.setenv("FRAMEWORK_CACHE_DIR", str(cache))
+    line = check_bad_input(Case(where, [], ["$FRAMEWORK_CACHE_DIR", "Cache folder", "writable folder"]),
+                           tmp_path, template_store, capsys)
+    assert "internal error" not in line
+
+
+def _plugin_module(tmp_path: Path, monkeypatch, name: str, text: str) -> None:
+    (tmp_path / "mods").mkdir(exist_ok=True)
+    (tmp_path / "mods" / f"{name}.py").write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    monkeypatch.setenv("FRAMEWORK_PLUGINS", f"fake_plugins,{name}")
+
+
+def test_env_plugin_raising_at_import_is_one_line(tmp_path, template_store, capsys, monkeypatch):
+    _plugin_module(tmp_path, monkeypatch, "bad_import_plugin_mod", "raise RuntimeError('boom at import')\n")
+    check_bad_input(Case("env-plugin-raises", [], ["'bad_import_plugin_mod'", "$FRAMEWORK_PLUGINS", "RuntimeError",
+                                                   "boom at import"]), tmp_path, template_store, capsys)
+
+
+def test_plugin_hook_raising_is_one_line(tmp_path, template_store, capsys, monkeypatch):
+    _plugin_module(tmp_path, monkeypatch, "bad_hook_plugin_mod",
+                   "import pluggy\n\nhookimpl = pluggy.HookimplMarker('framework')\n\n\n@hookimpl\n"
+                   "def framework_register_models(registry):\n    raise ValueError('hook boom')\n")
+    check_bad_input(Case("hook-raises", [], ["'bad_hook_plugin_mod'", "framework_register_models", "ValueError",
+                                             "hook boom"]), tmp_path, template_store, capsys)
+
+
+# --------------------------------------------------------------------------------------
+# stores and the other subcommands
+# --------------------------------------------------------------------------------------
+@pytest.mark.usefixtures("_fake_plugins")
+def test_store_inside_the_cache_warns(tmp_path, capsys, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FRAMEWORK_CACHE_DIR", str(cache))
+    store = cache / "store"
+    code, err = _run([*BASE, "--store", str(store)], capsys)
+    assert code == 0, err
+    assert (store / "results.sqlite").is_file()
+    warnings = [ln for ln in err.splitlines() if "inside the user cache" in ln]
+    assert len(warnings) == 1 and str(store) in warnings[0] and "--store" in warnings[0], err
+
+
+@pytest.mark.usefixtures("_fake_plugins")
+@pytest.mark.parametrize("command", ["run", "leaderboard"])
+def test_results_database_that_is_a_directory(command, tmp_path, capsys):
+    store = tmp_path / "store"
+    (store / "results.sqlite").mkdir(parents=True)
+    argv = [*BASE, "--store", str(store)] if command == "run" else ["leaderboard", "--store", str(store)]
+    code, err = _run(argv, capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("framework: error: ")
+    assert "results.sqlite' is a directory" in lines[0] and "move it away" in lines[0]
+    assert "framework run" not in lines[0]
+    assert not (store / "cache").exists()
+
+
+@pytest.mark.usefixtures("_fake_plugins")
+@pytest.mark.parametrize("what", ["missing", "directory"])
+def test_layers_weights_file_that_is_not_a_file(what, tmp_path, capsys):
+    path = tmp_path / "missing.pt" if what == "missing" else tmp_path
+    code, err = _run(["layers", "fake-net", "--weights-file", str(path)], capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert f"'{path}'" in lines[0] and "framework layers fake-net --weights-file PATH" in lines[0]
+    assert "fake-net=" not in lines[0]                  # not the syntax of `framework run`

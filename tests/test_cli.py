@@ -166,3 +166,13 @@ def test_ctrl_c_keeps_finished_cells_and_says_how_to_resume(tmp_path, sig, code,
     assert again.returncode == 0, again.stderr
     assert f"{done} skipped" in again.stderr
     assert _count(db) == 4
+
+
+def test_cache_dir_that_is_a_file_is_one_line(tmp_path):
+    cache = tmp_path / "cachefile"
+    cache.write_text("x\n")
+    proc = _framework("run", "--models", "fake-net", "--dataset", "fake-responses", "--signals", "fake-signal",
+                      "--metrics", "fake-corr", "--store", str(tmp_path / "s"), "--no-progress",
+                      env=_env(FRAMEWORK_PLUGINS="fake_plugins", FRAMEWORK_CACHE_DIR=str(cache)))
+    line = _one_error_line(proc)
+    assert "$FRAMEWORK_CACHE_DIR" in line and str(cache) in line and "internal error" not in proc.stderr

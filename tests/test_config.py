@@ -50,3 +50,41 @@ def test_bad_config_files(tmp_path: Path):
     bad.write_text("models = [alexnet\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config_file(bad)
+
+
+def test_tilde_paths_in_a_config_file_are_expanded(tmp_path: Path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    cfg = tmp_path / "conf" / "run.toml"
+    cfg.parent.mkdir()
+    cfg.write_text('store = "~/results"\ndataset = "~/data/ds.toml"\n[weights_files]\nalexnet = "~/w.pt"\n')
+    fields = load_config_file(cfg)
+    assert fields["store"] == str(home / "results")
+    assert fields["dataset"] == str(home / "data" / "ds.toml")
+    assert fields["weights_files"] == {"alexnet": str(home / "w.pt")}
+    # and for API users building a RunConfig directly
+    run = RunConfig(store="~/r", dataset="~/d.toml", weights_files={"alexnet": "~/w.pt"})
+    assert run.store == home / "r" and run.dataset == str(home / "d.toml")
+    assert run.weights_files == {"alexnet": home / "w.pt"}
+
+
+def test_dataset_path_without_toml_suffix_is_relative_to_the_file(tmp_path: Path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('dataset = "sub/ds.cfg"\n')
+    assert load_config_file(cfg)["dataset"] == str(tmp_path / "sub" / "ds.cfg")
+    cfg.write_text('dataset = "demo"\n')                 # a registered name stays a name
+    assert load_config_file(cfg)["dataset"] == "demo"
+
+
+def test_utf8_bom_in_a_config_file_is_accepted(tmp_path: Path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_bytes(b"\xef\xbb\xbfseed = 3\nmodels = ['alexnet']\n")
+    assert load_config_file(cfg) == {"seed": 3, "models": ["alexnet"]}
+
+
+def test_seed_upper_bound_and_empty_dataset():
+    assert RunConfig(seed=2**32 - 1).seed == 2**32 - 1
+    with pytest.raises(ConfigError, match=r"seed.*less than or equal to 4294967295"):
+        build_config({"seed": 2**32})
+    with pytest.raises(ConfigError, match=r"field 'dataset': is empty"):
+        build_config({"dataset": " "})

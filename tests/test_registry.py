@@ -112,3 +112,25 @@ def test_env_plugin_modules(monkeypatch):
     monkeypatch.setenv("FRAMEWORK_PLUGINS", "no_such_plugin_module_xyz")
     with pytest.raises(PluginError, match="FRAMEWORK_PLUGINS"):
         get_plugin_manager()
+
+
+def test_a_registration_hook_that_raises_is_a_plugin_error_naming_it():
+    class Broken:
+        @hookimpl
+        def framework_register_metrics(self, registry):
+            raise ValueError("hook boom")
+
+    pm = get_plugin_manager(entry_points=False, builtins=False)
+    pm.register(Broken(), name="broken_plugin")
+    with pytest.raises(PluginError, match=r"framework_register_metrics hook of plugin 'broken_plugin'.*"
+                                          r"ValueError: hook boom"):
+        load_registry(pm)
+
+
+def test_env_plugin_module_raising_at_import_is_a_plugin_error(tmp_path, monkeypatch):
+    (tmp_path / "raising_env_plugin.py").write_text("raise RuntimeError('boom at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("FRAMEWORK_PLUGINS", "raising_env_plugin")
+    with pytest.raises(PluginError, match=r"'raising_env_plugin' named in \$FRAMEWORK_PLUGINS failed at import "
+                                          r"\(RuntimeError: boom at import\)"):
+        get_plugin_manager()
