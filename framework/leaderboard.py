@@ -169,7 +169,7 @@ def _rank_labels(entries: list[Entry]) -> list[str]:
 def render_terminal(boards: list[Board]) -> str:
     """Compact ranked tables for the terminal (no per-signal columns); the best signal's value with its CI."""
     if not boards:
-        return "No scores in the store yet."
+        return "No scores in the store yet.\n"
     out = []
     for b in boards:
         out.append(f"{b.metric} on {b.dataset} — {len(b.entries)} model(s), {len(b.signals)} signal(s); "

@@ -30,10 +30,17 @@ Safety
   it, and the next writable open imports it and deletes the journal.
 * ``ResultsStore(directory, readonly=True)`` reads a store in a read-only
   folder, file or mount without creating, migrating or writing anything.
+* The schema version is kept in ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`).
+  A store written by a newer version of the framework, or whose tables hold
+  columns this version cannot fill (``NOT NULL`` without a default), is refused
+  for writing at open, before any work; it is still read where the columns this
+  version reads exist. A file with tables but no ``scores`` table is refused as
+  not a results store (or damaged).
 """
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -103,6 +110,22 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 """
 
+#: The schema version this code writes (``PRAGMA user_version``). 0: a store from before versioning
+#: (with or without ``plan_key``, migrated at a writable open); 1: with ``plan_key``.
+SCHEMA_VERSION = 1
+
+
+@functools.cache
+def _known_columns() -> dict[str, tuple[str, ...]]:
+    """The columns of each table of :data:`_SCHEMA`, in order."""
+    con = sqlite3.connect(":memory:")
+    try:
+        con.executescript(_SCHEMA)
+        return {t: tuple(r[1] for r in con.execute(f"PRAGMA table_info({t})")) for t in ("scores", "runs")}
+    finally:
+        con.close()
+
+
 # SQLite primary result codes (the low byte of an extended code)
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_NOMEM, _SQLITE_READONLY = 3, 5, 6, 7, 8
 _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 11, 13, 14
@@ -124,7 +147,10 @@ class StoreError(DataError):
 
     ``reason`` says what happened: ``"full"`` (disk full), ``"readonly"``, ``"locked"`` (by another
     process, beyond the timeout), ``"corrupt"`` (damaged or not a database), ``"io"`` (I/O error),
-    ``"memory"``, ``"missing"``, ``"cantopen"`` or ``"other"``; ``path`` is the database file.
+    ``"memory"``, ``"missing"``, ``"cantopen"``, ``"directory"`` (the database path is a folder),
+    ``"newer"`` (written by a newer version of the framework), ``"schema"`` (tables this version
+    cannot use: not a results store, damaged, or changed by hand) or ``"other"``; ``path`` is the
+    database file.
     """
 
     def __init__(self, message: str, *, path: Path, reason: str) -> None:
@@ -325,8 +351,10 @@ class ResultsStore:
         else:
             reason, code_name = _reason(exc)
             detail = str(exc)
-        if reason == "cantopen":
+        if reason == "cantopen" or (isinstance(exc, OSError) and exc.errno == errno.EISDIR):
             why = _readonly_why(self.directory) if not self.readonly else None
+            if self.path.is_dir():
+                return self._directory_error()
             if why:
                 reason, detail = "readonly", why
             elif not self.directory.is_dir():
@@ -358,6 +386,66 @@ class ResultsStore:
                        "re-run; if it happens again, move the file aside and report the error"))
         return cls(f"{where}{problem} while {action}{saved}; {fix}.", path=self.path, reason=reason, **extra)
 
+    def _directory_error(self) -> StoreError:
+        return StoreError(f"Results database '{self.path}' is a directory, not a database file; move that "
+                          "directory away (or choose another --store) and re-run.", path=self.path,
+                          reason="directory")
+
+    def _newer_error(self, version: int, lacking: str = "") -> StoreError:
+        return StoreError(f"Results database '{self.path}' was written by a newer version of the framework "
+                          f"(schema {version}, this version reads up to {SCHEMA_VERSION}){lacking}; upgrade the "
+                          "framework or choose another --store.", path=self.path, reason="newer")
+
+    def _check_schema(self, conn: sqlite3.Connection) -> tuple[bool, set[str]]:
+        """Check that the file is a results store this version can use; ``(has scores, scores columns)``.
+
+        A writable open refuses a newer schema version and tables with columns this version cannot
+        fill (or lacks); a read-only open refuses only when the columns it reads are missing. A file
+        without tables (new, or its set-up never finished) passes as an empty store.
+        """
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if not self.readonly and version > SCHEMA_VERSION:
+            raise self._newer_error(version)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                  if not r[0].startswith("sqlite_")}
+        if not tables:
+            return False, set()
+        if "scores" not in tables:
+            raise StoreError(f"Results database '{self.path}' is not a results store or it is damaged: it has no "
+                             f"'scores' table (tables: {', '.join(sorted(tables))}); give the right --store, or "
+                             "restore the file from a backup or move it aside.", path=self.path, reason="schema")
+        info = {}
+        for table in ("scores", "runs") if not self.readonly else ("scores",):
+            if table not in tables:
+                continue   # 'runs' is created at the set-up
+            info[table] = {r[1]: r for r in conn.execute(f"PRAGMA table_info({table})")}
+            known = _known_columns()[table]
+            # plan_key is added by the migration; a read-only open reads a store without it as legacy
+            lacking = [c for c in known if c not in info[table] and c != "plan_key"]
+            if lacking:
+                cols = ", ".join(f"'{c}'" for c in lacking)
+                if version > SCHEMA_VERSION:
+                    raise self._newer_error(version, f" and its '{table}' table lacks column(s) {cols} this "
+                                                     "version reads")
+                raise StoreError(f"Results database '{self.path}' is not a results store of this framework or it "
+                                 f"is damaged: its '{table}' table lacks column(s) {cols}; give the right --store, "
+                                 "or restore the file from a backup or move it aside.", path=self.path,
+                                 reason="schema")
+            # (cid, name, type, notnull, dflt_value, pk): columns this version never writes must take NULL
+            unfillable = [name for name, r in info[table].items()
+                          if name not in known and r[3] and r[4] is None and not r[5]]
+            if unfillable and not self.readonly:
+                raise StoreError(f"Results database '{self.path}' has column(s) "
+                                 f"{', '.join(repr(c) for c in unfillable)} in its '{table}' table that this version "
+                                 "of the framework does not know and cannot fill (NOT NULL without a default): it was "
+                                 "written by a newer version of the framework or changed by hand; upgrade the "
+                                 "framework or choose another --store.", path=self.path, reason="schema")
+        if version > SCHEMA_VERSION:
+            log.warning("Results database '%s' was written by a newer version of the framework (schema %d, this "
+                        "version reads up to %d); reading the columns this version knows.", self.path, version,
+                        SCHEMA_VERSION)
+        return True, set(info["scores"])
+
     @contextmanager
     def _translated(self, action: str) -> Iterator[None]:
         """Turn SQLite errors met while ``action`` into :class:`StoreError`."""
@@ -380,6 +468,8 @@ class ResultsStore:
                 raise self._error(exc, "creating its folder") from None
             raise StoreError(f"Store directory '{self.directory}' cannot be created ({exc.strerror}); "
                              "choose another --store.", path=self.path, reason="other") from None
+        if self.path.is_dir():
+            raise self._directory_error()
         with self._setup_lock():
             try:
                 conn = self._connect(str(self.path))
@@ -387,6 +477,7 @@ class ResultsStore:
                 raise self._error(exc, "opening it") from None
             self._conn = conn
             try:
+                self._check_schema(conn)   # before changing anything (WAL, migration, rescued rows)
                 self._enable_wal()
                 conn.execute("PRAGMA synchronous=NORMAL")
                 with self._claim_rescued() as rescued, self._transaction():
@@ -396,6 +487,8 @@ class ResultsStore:
                             conn.execute(statement)
                     self._migrate()
                     conn.execute("CREATE INDEX IF NOT EXISTS scores_by_plan ON scores (plan_key)")
+                    if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                     self._import_rescued(rescued)
             except sqlite3.Error as exc:
                 conn.close()
@@ -463,6 +556,8 @@ class ResultsStore:
         except OSError as exc:
             raise StoreError(f"Results database '{self.path}' cannot be read ({exc.strerror}); fix the "
                              "permissions or give the right --store.", path=self.path, reason="cantopen") from None
+        if self.path.is_dir():
+            raise self._directory_error()
         base = "file:" + urllib.parse.quote(str(self.path.absolute()))
         for params in ("mode=ro", "mode=ro&immutable=1"):
             try:
@@ -470,9 +565,11 @@ class ResultsStore:
             except sqlite3.Error as exc:
                 raise self._error(exc, "opening it read-only") from None
             try:
-                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                columns = {r[1] for r in conn.execute("PRAGMA table_info(scores)")}
+                has_scores, columns = self._check_schema(conn)
                 break
+            except StoreError:
+                conn.close()
+                raise
             except sqlite3.Error as exc:
                 conn.close()
                 reason = _reason(exc)[0]
@@ -481,8 +578,8 @@ class ResultsStore:
                     self._warn_unseen_wal()
                     continue
                 raise self._error(exc, "opening it read-only") from None
-        self._has_scores = "scores" in tables
-        self._legacy = self._has_scores and "plan_key" not in columns
+        self._has_scores = has_scores
+        self._legacy = has_scores and "plan_key" not in columns
         for journal in rescue_journals(self.directory):
             if journal.is_file():
                 log.warning("'%s' holds rows not yet in results database '%s'; open the store for writing "

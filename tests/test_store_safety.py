@@ -527,3 +527,160 @@ def test_locked_database_is_reported_as_locked_not_corrupt(tmp_path, private_tmp
     writer.close()
     with ResultsStore(tmp_path) as store:
         assert store.done_keys() == {"k1", "k2"}
+
+
+# ------------------------------------------------------------------------------------------
+# schema version, stores from a newer version, damaged or foreign schemas
+# ------------------------------------------------------------------------------------------
+def _user_version(db: Path) -> int:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        con.close()
+
+
+def _alter(db: Path, *statements: str) -> None:
+    con = sqlite3.connect(db, isolation_level=None)
+    try:
+        for statement in statements:
+            con.execute(statement)
+    finally:
+        con.close()
+
+
+def _scores_with_column(db: Path, column: str) -> None:
+    """Rebuild the ``scores`` table of ``db`` with an extra ``column`` (a declaration), rows kept."""
+    con = sqlite3.connect(db)
+    cols = ", ".join(r[1] for r in con.execute("PRAGMA table_info(scores)"))
+    (sql,) = con.execute("SELECT sql FROM sqlite_master WHERE name='scores'").fetchone()
+    con.close()
+    fill = "'x'" if "NOT NULL" in column else "NULL"
+    _alter(db, "ALTER TABLE scores RENAME TO scores_old", sql.rstrip().rstrip(")") + f", {column})",
+           f"INSERT INTO scores ({cols}, {column.split()[0]}) SELECT {cols}, {fill} FROM scores_old",
+           "DROP TABLE scores_old")
+
+
+def test_new_and_migrated_stores_carry_the_schema_version(tmp_path):
+    from framework.store import SCHEMA_VERSION
+
+    ResultsStore(tmp_path / "new").close()
+    assert _user_version(tmp_path / "new" / DB_NAME) == SCHEMA_VERSION >= 1
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    con = sqlite3.connect(legacy / DB_NAME)
+    con.executescript(_LEGACY_ROWS)
+    con.close()
+    assert _user_version(legacy / DB_NAME) == 0
+    with ResultsStore(legacy) as store:
+        assert [r["plan_key"] for r in store.rows()] == ["old-key"]
+    assert _user_version(legacy / DB_NAME) == SCHEMA_VERSION
+
+
+def test_store_of_a_newer_version_is_refused_for_writing_before_any_change(tmp_path, private_tmp, caplog):
+    from framework.store import SCHEMA_VERSION
+
+    with ResultsStore(tmp_path) as store:
+        _record(store, "k1", 0.25)
+    db = tmp_path / DB_NAME
+    _scores_with_column(db, "new_field TEXT NOT NULL")     # as the audit's repro: a column we cannot fill
+    _alter(db, "PRAGMA journal_mode=DELETE", "PRAGMA user_version=99")
+    (tmp_path / RESCUE_NAME).write_text(json.dumps({"table": "runs", "row": {"run_id": "x", "started_at": 1}}) + "\n")
+    before = db.read_bytes()
+    with pytest.raises(StoreError) as info:
+        ResultsStore(tmp_path)
+    text = _one_line(info.value)
+    assert info.value.reason == "newer" and isinstance(info.value, DataError)
+    assert text == (f"Results database '{db}' was written by a newer version of the framework (schema 99, this "
+                    f"version reads up to {SCHEMA_VERSION}); upgrade the framework or choose another --store.")
+    assert db.read_bytes() == before                          # not switched to WAL, not migrated
+    assert (tmp_path / RESCUE_NAME).exists()                  # rescued rows left for a version that can take them
+    with caplog.at_level(logging.WARNING, logger="framework.store"), \
+            ResultsStore(tmp_path, readonly=True) as store:   # reading goes on: the columns it reads exist
+        assert [r["value"] for r in store.rows()] == [0.25]
+    assert "newer version of the framework (schema 99" in caplog.text
+
+
+def test_store_of_a_newer_version_without_a_column_we_read_is_one_line(tmp_path):
+    with ResultsStore(tmp_path) as store:
+        _record(store, "k1", 0.25)
+    db = tmp_path / DB_NAME
+    _alter(db, "ALTER TABLE scores DROP COLUMN ci_low", "PRAGMA user_version=99")
+    with pytest.raises(StoreError) as info:
+        ResultsStore(tmp_path, readonly=True)
+    text = _one_line(info.value)
+    assert info.value.reason == "newer"
+    assert "written by a newer version of the framework (schema 99" in text and "'ci_low'" in text
+    assert text.endswith("upgrade the framework or choose another --store.")
+
+
+def test_unknown_not_null_column_is_refused_at_open_and_nullable_ones_are_kept(tmp_path, private_tmp):
+    with ResultsStore(tmp_path) as store:
+        _record(store, "k1", 0.25)
+    db = tmp_path / DB_NAME
+    _scores_with_column(db, "new_field TEXT NOT NULL")       # same schema version: known only by its columns
+    with pytest.raises(StoreError) as info:
+        ResultsStore(tmp_path)
+    text = _one_line(info.value)
+    assert info.value.reason == "schema"
+    assert "'new_field'" in text and "NOT NULL without a default" in text
+    assert text.endswith("upgrade the framework or choose another --store.")
+    with ResultsStore(tmp_path, readonly=True) as store:       # still readable
+        assert store.count() == 1
+
+    other = tmp_path / "other"
+    with ResultsStore(other) as store:
+        _record(store, "k1", 0.25)
+    _scores_with_column(other / DB_NAME, "note TEXT")           # NULLable, and NOT NULL with a default
+    _scores_with_column(other / DB_NAME, "flag INTEGER NOT NULL DEFAULT 0")
+    with ResultsStore(other) as store:
+        _record(store, "k2", 0.5)
+        assert store.done_keys() == {"k1", "k2"}
+
+
+def test_store_lacking_a_column_we_write_is_refused(tmp_path):
+    with ResultsStore(tmp_path) as store:
+        _record(store, "k1", 0.25)
+    _alter(tmp_path / DB_NAME, "ALTER TABLE scores DROP COLUMN seconds")
+    for readonly in (False, True):
+        with pytest.raises(StoreError) as info:
+            ResultsStore(tmp_path, readonly=readonly)
+        assert info.value.reason == "schema" and "'seconds'" in _one_line(info.value)
+
+
+def test_store_without_scores_table_is_not_read_as_empty(tmp_path):
+    with ResultsStore(tmp_path) as store:
+        _record(store, "k1", 0.25)
+    _alter(tmp_path / DB_NAME, "DROP TABLE scores")
+    for readonly in (True, False):
+        with pytest.raises(StoreError) as info:
+            ResultsStore(tmp_path, readonly=readonly)
+        text = _one_line(info.value)
+        assert info.value.reason == "schema"
+        assert "is not a results store or it is damaged" in text and "no 'scores' table" in text
+    done = subprocess.run([sys.executable, "-m", "framework.cli", "leaderboard", "--store", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "No scores in the store yet" not in done.stdout and "no 'scores' table" in done.stderr
+
+
+def test_empty_database_file_is_still_an_empty_store(tmp_path):
+    (tmp_path / DB_NAME).write_bytes(b"")
+    with ResultsStore(tmp_path, readonly=True) as store:
+        assert store.count() == 0 and list(store.rows()) == []
+
+
+def test_no_scores_message_ends_its_line():
+    from framework.leaderboard import render_terminal
+
+    assert render_terminal([]) == "No scores in the store yet.\n"
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_database_path_that_is_a_directory(tmp_path, readonly):
+    (tmp_path / DB_NAME).mkdir()
+    with pytest.raises(StoreError) as info:
+        ResultsStore(tmp_path, readonly=readonly)
+    text = _one_line(info.value)
+    assert info.value.reason == "directory"
+    assert f"'{tmp_path / DB_NAME}' is a directory" in text and "move that directory away" in text
