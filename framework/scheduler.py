@@ -309,6 +309,10 @@ def _resolve_models(config: RunConfig, registry: Registry) -> list[ModelChoice]:
         if wf is not None and not Path(wf).is_file():
             raise DataError(f"Weights file '{wf}' for model '{name}' does not exist (option --weights-file); "
                             "give the path of a .safetensors, .pt or .pth file.")
+        if wf is not None and config.weights == "random":
+            log.warning("Model '%s' is scored with its weights file '%s', not random init: a weights file wins "
+                        "over --weights random (use '%s%s' for the random-init control).", name, wf, name,
+                        RANDOM_SUFFIX)
         layers = config.layers.get(name, config.layers.get("*"))
         choice = ModelChoice(name, weights, Path(wf) if wf else None, layers, dict(config.model_params.get(name, {})))
         # Model plugins validate their name (e.g. a timm network) and parameters on construction,

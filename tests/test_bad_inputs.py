@@ -432,3 +432,18 @@ def test_layers_weights_file_that_is_not_a_file(what, tmp_path, capsys):
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert f"'{path}'" in lines[0] and "framework layers fake-net --weights-file PATH" in lines[0]
     assert "fake-net=" not in lines[0]                  # not the syntax of `framework run`
+
+
+@pytest.mark.usefixtures("_fake_plugins")
+def test_weights_file_with_weights_random_warns_that_the_file_wins(tmp_path, caplog):
+    from framework.config import RunConfig
+    from framework.scheduler import plan_run
+
+    wf = tmp_path / "w.pt"
+    wf.write_bytes(b"x")
+    config = RunConfig(dataset="fake-responses", models=["fake-net"], signals=["fake-signal"], metrics=["fake-corr"],
+                       weights="random", weights_files={"fake-net": wf}, store=tmp_path / "store")
+    with caplog.at_level("WARNING", logger="framework"):
+        plan_run(config)
+    assert any("weights file wins over --weights random" in r.getMessage() and str(wf) in r.getMessage()
+               for r in caplog.records)
