@@ -264,7 +264,9 @@ def test_pixels_is_a_baseline_unless_included():
     assert included.details["area"]["cka"][0] == pytest.approx(pix17, rel=1e-12)
     assert included.summary["baseline"] == default.summary["baseline"]  # reported either way
     only_pixels = Activations({"pixels": acts["pixels"]}, acts.stimulus_ids)  # nothing else to choose
-    assert CKAMetric().score(only_pixels, resp).summary["best_layer"]["17"] == "pixels"
+    with pytest.raises(ConfigError, match="no model layer left to score: the only layer given is 'pixels'"):
+        CKAMetric().score(only_pixels, resp)   # the baseline is never ranked as the model's layer
+    assert CKAMetric(include_pixels=True).score(only_pixels, resp).summary["best_layer"]["17"] == "pixels"
 
 
 def test_seeded_folds_and_parameters():
@@ -294,3 +296,13 @@ def test_folds_too_small_for_the_unbiased_hsic():
     acts, resp, _ = _labelled(seed=9, n=30)
     with pytest.raises(DataError, match=r"Held-out folds of 3 stimuli.*cka.n_splits \(now 10\) to at most 7"):
         CKAMetric(n_splits=10).score(acts, resp)
+
+
+def test_constant_side_is_named():
+    acts, resp, _ = _labelled(seed=3)
+    zero = Activations({k: np.zeros_like(acts[k]) for k in acts.layers}, acts.stimulus_ids)
+    with pytest.raises(DataError, match=r"every layer of the model .*\(the model side is constant.*weights"):
+        CKAMetric().score(zero, resp)
+    flat = Responses(np.ones_like(resp.data), resp.sites, resp.stimulus_ids)
+    with pytest.raises(DataError, match=r"every site has a constant response .*\(the brain side.*check the signal"):
+        CKAMetric().score(acts, flat)

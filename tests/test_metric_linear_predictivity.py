@@ -414,3 +414,32 @@ def test_pearson_columns_matches_scipy_and_flags_constants():
     for j in range(3):
         assert r[j] == pytest.approx(stats.pearsonr(a[:, j], b[:, j])[0], rel=1e-12)
     assert np.isnan(r[3])
+
+
+def _tiny(n: int = 24):
+    rng = np.random.default_rng(3)
+    ids = tuple(f"im{i}" for i in range(n))
+    x = rng.normal(size=(n, 8)).astype(np.float32)
+    sites = SiteTable(tuple(f"p/e{i}" for i in range(4)), ("p",) * 4, ("17", "18", "19", "20"))
+    data = (x[:, :4] + 0.3 * rng.normal(size=(n, 4))).astype(np.float32)
+    return Activations({"pixels": x, "conv": x}, ids), Responses(data, sites, ids)
+
+
+def test_pixels_alone_is_not_scored_as_the_model():
+    acts, resp = _tiny()
+    only = Activations({"pixels": acts["pixels"]}, acts.stimulus_ids)
+    with pytest.raises(ConfigError, match="no model layer left to score: the only layer given is 'pixels'.*"
+                                          "linear-predictivity.include_pixels=true"):
+        LinearPredictivityMetric(n_splits=3).score(only, resp)
+    included = LinearPredictivityMetric(n_splits=3, include_pixels=True).score(only, resp)
+    assert set(included.summary["best_layer"].values()) == {"pixels"}
+
+
+def test_constant_side_is_named():
+    acts, resp = _tiny()
+    zero = Activations({"conv": np.zeros_like(acts["conv"])}, acts.stimulus_ids)
+    with pytest.raises(DataError, match=r"every layer of the model .*\(the model side is constant.*weights"):
+        LinearPredictivityMetric(n_splits=3).score(zero, resp)
+    flat = Responses(np.full_like(resp.data, 2.0), resp.sites, resp.stimulus_ids)
+    with pytest.raises(DataError, match=r"every site has a constant response .*\(the brain side.*check the signal"):
+        LinearPredictivityMetric(n_splits=3).score(acts, flat)

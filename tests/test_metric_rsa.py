@@ -474,3 +474,40 @@ def test_algonauts_92_images_with_efficientnet() -> None:
         assert 0.0 < a["noise_ceiling_lower"][i] < a["noise_ceiling_upper"][i] < 0.6
         assert a["heldout"][i] <= a["optimistic"][i] + 1e-12 and a["optimistic"][i] < a["noise_ceiling_upper"][i]
     assert np.isfinite(score.value) and score.ceiling == pytest.approx(np.mean(a["noise_ceiling_upper"]))
+
+
+# ------------------------------------------------------------------------------------------
+# which side is constant; pixels alone is not a model layer
+# ------------------------------------------------------------------------------------------
+def test_constant_model_side_is_named_not_the_signal(setup, caplog) -> None:
+    acts, resp = setup
+    zero = Activations({k: np.zeros_like(acts[k]) for k in acts.layers}, acts.stimulus_ids)
+    with pytest.raises(DataError) as info:
+        RSAMetric().score(zero, resp)
+    msg = str(info.value)
+    assert "every layer of the model" in msg and "model side" in msg and "weights" in msg
+    assert "check the signal" not in msg and "\n" not in msg
+    # one constant layer: the others are still scored (it used to disqualify every site)
+    one = Activations({"a": np.zeros_like(acts["a"]), "b": acts["b"], "c": acts["c"]}, acts.stimulus_ids)
+    with caplog.at_level("WARNING", logger="framework.metrics.rsa"):
+        score = RSAMetric().score(one, resp)
+    assert np.isfinite(score.value) and score.summary["best_layer"] in ("b", "c")
+    assert any("'a'" in r.getMessage() and "model side" in r.getMessage() for r in caplog.records)
+
+
+def test_constant_brain_side_is_named(setup) -> None:
+    acts, resp = setup
+    flat = Responses(np.ones_like(resp.data), resp.sites, resp.stimulus_ids)
+    with pytest.raises(DataError, match=r"every site has a constant response .*\(the brain side.*check the signal"):
+        RSAMetric().score(acts, flat)
+
+
+def test_pixels_alone_is_not_scored_as_the_model(setup) -> None:
+    acts, resp = setup
+    only = Activations({"pixels": acts["a"]}, acts.stimulus_ids)
+    with pytest.raises(ConfigError) as info:
+        RSAMetric().score(only, resp)
+    assert str(info.value) == ("rsa: no model layer left to score: the only layer given is 'pixels', the baseline "
+                               "(include_pixels=false); add model layers to --layers or set --metric-param "
+                               "rsa.include_pixels=true.")
+    assert RSAMetric(include_pixels=True).score(only, resp).summary["best_layer"] == "pixels"

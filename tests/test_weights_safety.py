@@ -607,3 +607,80 @@ def test_small_stimuli_are_reported_once(tmp_path, model_log):
     list(other.extract(_stimuli(tmp_path / "large", [(56, 56), (400, 300)]), ["pixels"]))
     assert len([r for r in model_log if "smaller than" in r.getMessage()]) == 1
 
+
+
+# ------------------------------------------------------------------------------------------
+# weights values: non-finite refused at load, all-zero / constant warned at load
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_non_finite_weights_file_is_refused_at_load(files, tmp_path, bad, suffix):
+    state = {k: v.clone() for k, v in files["state"].items()}
+    state["features.3.squeeze.weight"].view(-1)[7] = bad
+    state["classifier.1.weight"].view(-1)[0] = bad
+    path = tmp_path / f"nan{suffix}"
+    _save_st(state, path) if suffix == ".safetensors" else _save(state, path)
+    model = _small(path)
+    with pytest.raises(DataError) as info:
+        model.weights_info()
+    msg = _one_line(info.value, f"'{path}'", f"model '{SMALL}'", "NaN/inf", "and 1 more of 52 tensors",
+                    f"--weights-file {SMALL}=PATH")
+    # the first bad tensor in the file's order (safetensors sorts names)
+    first = "classifier.1.weight" if suffix == ".safetensors" else "features.3.squeeze.weight"
+    assert f"tensor '{first}'" in msg and "activation cache" not in msg
+
+
+@pytest.mark.parametrize("fill", [0.0, 0.5])
+def test_constant_weights_file_warns_at_load(files, tmp_path, model_log, fill):
+    state = {k: (torch.full_like(v, fill) if v.is_floating_point() else v) for k, v in files["state"].items()}
+    path = _save_st(state, tmp_path / "zero.safetensors")
+    info = _small(path).weights_info()
+    assert info.source == "file"
+    said = [r.getMessage() for r in model_log if str(path) in r.getMessage()]
+    assert len(said) == 1, said
+    expected = "every tensor is zero — is this a real checkpoint?" if fill == 0 else "single repeated value"
+    assert expected in said[0] and "\n" not in said[0]
+
+
+def test_a_real_weights_file_loads_without_a_warning(files, model_log):
+    _small(files["root"] / "small.safetensors").weights_info()
+    assert not [r for r in model_log if "real checkpoint" in r.getMessage()]
+
+
+# ------------------------------------------------------------------------------------------
+# two names of one layer; $FRAMEWORK_DOWNLOAD_TIMEOUT
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("layers", [["conv1", "features.1"], ["features.1", "fc6", "conv1"]])
+def test_alias_and_module_path_of_one_layer_are_refused(tmp_path, layers):
+    model = TorchvisionModel(name="alexnet", arch="alexnet", weights="random")
+    with pytest.raises(ConfigError) as info:
+        model.check_layers(layers)
+    msg = str(info.value)
+    assert "'conv1'" in msg and "'features.1'" in msg and "module 'features.1'" in msg and "\n" not in msg
+    with pytest.raises(ConfigError, match="names the same layer twice"):
+        list(model.extract(_stimuli(tmp_path, [(32, 32)]), layers))
+    with pytest.raises(ConfigError, match="names the same layer twice"):
+        TorchvisionModel(name="alexnet", arch="alexnet", weights="random", layers=layers).default_layers()
+    assert model.check_layers(["conv1", "features.0", "features.2", "fc6"])  # distinct modules: fine
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "0", "nan", "inf"])
+def test_bad_download_timeout_is_a_config_error(monkeypatch, value):
+    monkeypatch.setenv("FRAMEWORK_DOWNLOAD_TIMEOUT", value)
+    with pytest.raises(ConfigError) as info:
+        common.download_timeout()
+    msg = str(info.value)
+    assert "$FRAMEWORK_DOWNLOAD_TIMEOUT" in msg and repr(value) in msg and "FRAMEWORK_DOWNLOAD_TIMEOUT=20" in msg
+    # it is raised where the timeout is used: resolving pretrained weights (not for random init)
+    with pytest.raises(ConfigError, match="FRAMEWORK_DOWNLOAD_TIMEOUT"):
+        TorchvisionModel(name=SMALL, arch=SMALL, weights="auto").weights_info()
+    assert TorchvisionModel(name=SMALL, arch=SMALL, weights="random").weights_info().source == "random"
+
+
+@pytest.mark.parametrize("value,expected", [(None, 20.0), ("", 20.0), ("2.5", 2.5)])
+def test_download_timeout_default_and_override(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("FRAMEWORK_DOWNLOAD_TIMEOUT", raising=False)
+    else:
+        monkeypatch.setenv("FRAMEWORK_DOWNLOAD_TIMEOUT", value)
+    assert common.download_timeout() == expected

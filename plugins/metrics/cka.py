@@ -55,14 +55,14 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from framework.contracts import LayerAreaMap, MetricPlugin
-from framework.errors import DataError
+from framework.errors import ConfigError, DataError
 from framework.numerics.areas import area_groups
 from framework.numerics.gram import centered_gram
-from framework.numerics.layers import BASELINE_LAYERS, candidate_layers, heldout_choice
+from framework.numerics.layers import BASELINE_LAYERS, candidate_layers, check_constant_sides, heldout_choice
 from framework.numerics.splits import kfold_splits
 from framework.numerics.stimuli import stimulus_labels, stimulus_order
 from framework.params import PluginParams, param
-from framework.types import Activations, Responses, Score, Target
+from framework.types import Activations, Dataset, Responses, Score, Target
 from framework.validation import check_array
 
 log = logging.getLogger("framework.metrics.cka")
@@ -205,6 +205,20 @@ class CKAMetric(MetricPlugin):
         """The declared parameters plus the fixed kernel and estimator, which identify the scores."""
         return {**super().parameters(), "kernel": "linear", "hsic": "unbiased"}
 
+    def check(self, dataset: Dataset) -> None:
+        """Refuse folds the dataset's stimuli cannot give (before any computation): every held-out
+        fold needs at least 4 stimuli (the unbiased HSIC), so ``n_splits <= n // 4``."""
+        n = len(dataset.stimuli)
+        k, top = self.params.n_splits, n // MIN_STIMULI
+        if top < 2:
+            raise ConfigError(f"cka: dataset '{dataset.name}' has {n} stimuli; two held-out folds of >= "
+                              f"{MIN_STIMULI} stimuli (the unbiased HSIC) need at least {2 * MIN_STIMULI}; use a "
+                              "dataset with more stimuli or another metric.")
+        if k > top:
+            raise ConfigError(f"cka: n_splits={k} does not fit dataset '{dataset.name}' ({n} stimuli): held-out "
+                              f"folds of {n // k if k <= n else 0} stimuli are too small for the unbiased HSIC "
+                              f"(needs >= {MIN_STIMULI}); set --metric-param cka.n_splits=K with K from 2 to {top}.")
+
     def score(self, activations: Activations, target: Target, *, seed: int = 0) -> Score:
         """Score all layers against all areas; ``seed`` seeds the folds of the held-out layer choice."""
         if not isinstance(target, Responses):
@@ -219,6 +233,8 @@ class CKAMetric(MetricPlugin):
             raise DataError(f"CKA needs at least {MIN_STIMULI} stimuli, got {n}.")
         if len(activations) == 0:
             raise DataError("Activations have no layers; extract at least one layer.")
+        candidates = candidate_layers(activations.layers, include_baselines=p.include_pixels, metric="cka")
+        check_constant_sides("cka", activations, data, rows=order)
         splits, stratified = kfold_splits(n, n_splits=p.n_splits, seed=seed,
                                           labels=stimulus_labels(activations, target, metric="cka"))
         smallest = min(te.size for _, te in splits)
@@ -256,7 +272,6 @@ class CKAMetric(MetricPlugin):
                 rows["cka"].append(_none(full[li, ai]))
             log.debug("cka: layer %s done", layer)
 
-        candidates = candidate_layers(layers, include_baselines=p.include_pixels)
         baselines = [li for li, name in enumerate(layers) if name in BASELINE_LAYERS]
         area_rows: dict[str, list] = {k: [] for k in (
             "area", "n_sites", "best_layer", "best_layer_index", "best_layer_agreement", "cka", "cka_heldout",

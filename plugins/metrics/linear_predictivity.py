@@ -73,17 +73,17 @@ import numpy as np
 from pydantic import field_validator
 
 from framework.contracts import LayerAreaMap, MetricPlugin
-from framework.errors import DataError
+from framework.errors import ConfigError, DataError
 from framework.numerics.areas import area_groups
 from framework.numerics.ceiling import split_half_reliability
 from framework.numerics.gram import fold_grams, standardized
-from framework.numerics.layers import BASELINE_LAYERS, candidate_layers, heldout_choice
+from framework.numerics.layers import BASELINE_LAYERS, candidate_layers, check_constant_sides, heldout_choice
 from framework.numerics.ridge import DEFAULT_ALPHAS, fit_predict
 from framework.numerics.splits import kfold_splits
 from framework.numerics.stats import pearson_columns
 from framework.numerics.stimuli import stimulus_labels, stimulus_order
 from framework.params import PluginParams, param
-from framework.types import Activations, Responses, Score, Target
+from framework.types import Activations, Dataset, Responses, Score, Target
 from framework.validation import check_array
 
 log = logging.getLogger("framework.metrics.linear_predictivity")
@@ -107,6 +107,17 @@ def _mean_finite(values: list[float]) -> float:
 def _check_finite(x: np.ndarray, layer: str) -> None:
     if not np.isfinite(np.asarray(x).sum(axis=0, dtype=np.float64)).all():
         raise DataError(f"Layer '{layer}' has NaN/inf activations; re-extract it (clear the cache).")
+
+
+#: Stimuli a training fold needs at least.
+MIN_TRAIN = 4
+#: Stimuli a held-out fold needs at least (a correlation over its stimuli).
+MIN_TEST = 3
+
+
+def _min_train(n: int, k: int) -> int:
+    """Stimuli in the smallest training fold of ``k`` folds of ``n`` (the largest fold, ceil(n/k), held out)."""
+    return n - -(-n // k)
 
 
 class LinearPredictivityParams(PluginParams):
@@ -254,6 +265,41 @@ class LinearPredictivityMetric(MetricPlugin):
             model.fit(x_train, y_train)
             return np.asarray(model.predict(x_test), dtype=np.float64).reshape(x_test.shape[0], -1)
 
+    # -- plan-time check ------------------------------------------------------------------------
+    def check(self, dataset: Dataset) -> None:
+        """Refuse folds the dataset's stimuli cannot give (before any computation).
+
+        Every outer training fold needs at least 4 stimuli (``n - ceil(n / n_splits) >= 4``) and
+        every held-out fold at least 3 (``n // n_splits >= 3``: the held-out correlation of a site
+        is over its stimuli), so ``n_splits`` is bounded on both sides by the number of stimuli;
+        the inner folds (``alpha_selection="inner-cv"`` or PLS) must fit in the smallest training fold.
+        """
+        n = len(dataset.stimuli)
+        k = self.params.n_splits
+        ok = [j for j in range(2, n + 1) if _min_train(n, j) >= MIN_TRAIN and n // j >= MIN_TEST]
+        name = self.name
+        if not ok:
+            raise ConfigError(f"{name}: dataset '{dataset.name}' has {n} stimuli, too few for cross-validated "
+                              f"regression (training folds need >= {MIN_TRAIN} stimuli and held-out folds >= "
+                              f"{MIN_TEST}, i.e. at least {MIN_TRAIN + MIN_TEST + 1} stimuli); use a dataset with more "
+                              "stimuli or another metric.")
+        if k not in ok:
+            if k > n:
+                why = f"{k} folds need at least {k} stimuli"
+            elif n // k < MIN_TEST:
+                why = f"held-out folds of {n // k} stimuli are too few for a correlation (needs >= {MIN_TEST})"
+            else:
+                why = f"{k} folds leave training folds of {_min_train(n, k)} stimuli (needs >= {MIN_TRAIN})"
+            raise ConfigError(f"{name}: n_splits={k} does not fit dataset '{dataset.name}' ({n} stimuli): {why}; "
+                              f"set --metric-param {name}.n_splits=K with K from {ok[0]} to {ok[-1]}.")
+        inner = self.params.inner_splits
+        uses_inner = self.params.regression == "pls" or self.params.alpha_selection == "inner-cv"
+        if uses_inner and inner > _min_train(n, k):
+            raise ConfigError(f"{name}: inner_splits={inner} folds do not fit the smallest training fold "
+                              f"({_min_train(n, k)} of the {n} stimuli of dataset '{dataset.name}' with "
+                              f"n_splits={k}); set --metric-param {name}.inner_splits=K with K from 2 to "
+                              f"{_min_train(n, k)}.")
+
     # -- the score ----------------------------------------------------------------------------
     def score(self, activations: Activations, target: Target, *, seed: int = 0) -> Score:
         """Score every layer against every site; see the module docstring."""
@@ -267,9 +313,12 @@ class LinearPredictivityMetric(MetricPlugin):
         y = check_array(target.data, "responses", ndim=2, dtype=np.float64,
                         fix="Responses must be finite; fix the signal or drop the sites.")
         n, n_sites = y.shape
+        candidate_layers(activations.layers, include_baselines=self.params.include_pixels,
+                         metric="linear-predictivity")
+        check_constant_sides("linear-predictivity", activations, y, rows=order)
         labels = stimulus_labels(activations, target, metric="linear-predictivity") if self.params.stratify else None
         splits, stratified = kfold_splits(n, n_splits=self.params.n_splits, seed=seed, labels=labels)
-        if min(tr.size for tr, _ in splits) < 4:
+        if min(tr.size for tr, _ in splits) < MIN_TRAIN:
             raise DataError(f"Training folds of {min(tr.size for tr, _ in splits)} stimuli are too small; "
                             f"use more stimuli or fewer folds (n_splits={self.params.n_splits}).")
         groups, headline_areas = area_groups(target)

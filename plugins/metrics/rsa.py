@@ -53,19 +53,19 @@ import numpy as np
 from pydantic import model_validator
 
 from framework.contracts import LayerAreaMap, MetricPlugin
-from framework.errors import DataError
+from framework.errors import ConfigError, DataError
 from framework.numerics import rdm as _rdm
 from framework.numerics.areas import area_groups, ordered_areas
 from framework.numerics.ceiling import CEILING_CONVENTIONS, RDMCeiling, convention_scores, rdm_noise_ceiling
-from framework.numerics.layers import BASELINE_LAYERS, candidate_layers, heldout_choice
+from framework.numerics.layers import BASELINE_LAYERS, candidate_layers, constant_layers, heldout_choice
 from framework.numerics.permutation import ALTERNATIVES, permutation_test
 from framework.numerics.rdm import layer_rdms
 from framework.numerics.rsa import SiteRSA, check_responses, site_layer_correlations, site_rsa
 from framework.numerics.splits import kfold_splits
 from framework.numerics.stats import fdr_bh, sem
-from framework.numerics.stimuli import stimulus_labels
+from framework.numerics.stimuli import stimulus_labels, stimulus_order
 from framework.params import PluginParams, param
-from framework.types import Activations, BrainRDMs, Responses, Score, Target
+from framework.types import Activations, BrainRDMs, Dataset, Responses, Score, Target
 
 log = logging.getLogger("framework.metrics.rsa")
 
@@ -74,6 +74,8 @@ SELECTIONS: tuple[str, ...] = ("heldout", "optimistic")
 UNITS: dict[str, str] = {"nili": "r (the comparison itself)",
                          "algonauts2019": "R^2: mean over subjects of squared Spearman r"}
 _PIXELS = BASELINE_LAYERS[0]
+#: Stimuli a held-out fold needs at least (3 pairs for an RDM correlation).
+MIN_FOLD_STIMULI = 3
 
 
 # --------------------------------------------------------------------------- the plugin
@@ -179,6 +181,30 @@ class RSAMetric(MetricPlugin):
     Params = RSAParams
     name = "rsa"
 
+    def check(self, dataset: Dataset) -> None:
+        """Refuse stimulus folds the dataset cannot give (responses; before any computation).
+
+        Responses are split into ``n_splits`` stimulus folds (held-out selection; the folds are
+        made with ``selection="optimistic"`` too), each of which must hold at least 3 stimuli
+        (3 pairs) for an RDM correlation. RDM datasets leave one subject out instead (one
+        subject: no held-out score, reported as such, not an error).
+        """
+        if dataset.kind == "rdms":
+            return
+        n = len(dataset.stimuli)
+        k = self.params.n_splits
+        top = n // MIN_FOLD_STIMULI   # the folds are made (and reported) with either selection
+        if top < 2:
+            raise ConfigError(f"rsa: dataset '{dataset.name}' has {n} stimuli; the stimulus folds of the held-out "
+                              f"layer selection need two folds of >= {MIN_FOLD_STIMULI} stimuli, i.e. at least "
+                              f"{2 * MIN_FOLD_STIMULI}; use a dataset with more stimuli or another metric.")
+        if k > top:
+            why = (f"{k} folds need at least {k} stimuli" if k > n else
+                   f"held-out folds of {n // k} stimuli have fewer than {MIN_FOLD_STIMULI} (3 pairs) for an RDM "
+                   "correlation")
+            raise ConfigError(f"rsa: n_splits={k} does not fit dataset '{dataset.name}' ({n} stimuli): {why}; set "
+                              f"--metric-param rsa.n_splits=K with K from 2 to {top}.")
+
     def score(self, activations: Activations, target: Target, *, seed: int = 0) -> Score:
         if isinstance(target, Responses):
             return self._score_responses(activations, target, seed)
@@ -209,20 +235,31 @@ class RSAMetric(MetricPlugin):
     def _score_responses(self, activations: Activations, target: Responses, seed: int) -> Score:
         distance, source = self._distance_for(target)
         p = self.params
+        layers = list(activations.layers)
+        candidates = candidate_layers(layers, include_baselines=p.include_pixels, metric="rsa")
+        const = _check_model_side(activations, target.stimulus_ids, layers)
         res = site_rsa(activations, target, distance=distance, comparison=p.comparison,
                        n_permutations=p.n_permutations, seed=seed, alpha=p.alpha,
                        alternative=p.alternative, early_stopping=p.early_stopping, per_area=p.per_area)
-        layers = list(activations.layers)
         n_sites, n_layers = res.r.shape
-        candidates = candidate_layers(layers, include_baselines=self.params.include_pixels)
         pix = layers.index(_PIXELS) if _PIXELS in layers else None
-        valid = np.isfinite(res.r).all(axis=1)
+        # a site is usable when its correlation with every non-constant layer is defined (constant layers,
+        # reported above, are NaN for every site and must not disqualify the sites)
+        varying = [i for i, name in enumerate(layers) if name not in const]
+        valid = np.isfinite(res.r[:, varying]).all(axis=1)
+        flat = np.ptp(np.asarray(target.data, dtype=np.float64), axis=0) == 0       # (n_sites,) constant sites
         if not valid.any():
-            raise DataError("rsa: every site has a constant response over stimuli, so no site RDM can be compared; "
-                            "check the signal.")
+            if flat.all():
+                raise DataError("rsa: every site has a constant response over stimuli (the brain side: the "
+                                "signal's responses are the same for every stimulus), so no site RDM can be "
+                                "compared; check the signal.")
+            raise DataError(f"rsa: no site RDM has a defined correlation with every layer RDM ({int(flat.sum())} of "
+                            f"{n_sites} sites are constant over stimuli; the others are undefined against some "
+                            f"layer, e.g. a layer RDM with NaN from distance '{distance}'); try --metric-param "
+                            "rsa.distance='euclidean' or check the signal.")
         if not valid.all():
-            log.warning("rsa: %d of %d sites have constant responses; they are left out of the means.",
-                        int((~valid).sum()), n_sites)
+            log.warning("rsa: %d of %d sites have constant responses (the brain side) or undefined correlations; "
+                        "they are left out of the means.", int((~valid).sum()), n_sites)
         _, headline_areas = area_groups(target)
         site_areas = np.asarray(target.sites.areas)
         in_headline = np.isin(site_areas, headline_areas)
@@ -330,7 +367,7 @@ class RSAMetric(MetricPlugin):
     def _area_table(self, res: SiteRSA, target: Responses, layers: list[str]) -> dict[str, list]:
         areas = np.asarray(target.sites.areas)
         n_areas, n_layers = res.area_r.shape
-        site_mean = np.stack([np.nanmean(res.r[areas == a], axis=0) if (areas == a).any() else
+        site_mean = np.stack([_nanmean(res.r[areas == a]) if (areas == a).any() else
                               np.full(n_layers, np.nan) for a in res.areas])
         ai = np.repeat(np.arange(n_areas), n_layers)
         li = np.tile(np.arange(n_layers), n_areas)
@@ -365,11 +402,12 @@ class RSAMetric(MetricPlugin):
         if not target.rdms:
             raise DataError("rsa: the BrainRDMs target has no areas.")
         distance, source = self._distance_for(target)
-        layer_vecs = layer_rdms(activations, target.stimulus_ids, distance)
         layers = list(activations.layers)
+        candidates = candidate_layers(layers, include_baselines=self.params.include_pixels, metric="rsa")
+        layer_vecs = layer_rdms(activations, target.stimulus_ids, distance)
         n_layers = len(layers)
         n_stim = len(target.stimulus_ids)
-        candidates = candidate_layers(layers, include_baselines=self.params.include_pixels)
+        _check_model_side(activations, target.stimulus_ids, layers)
         pix = layers.index(_PIXELS) if _PIXELS in layers else None
         areas = ordered_areas(list(target.rdms), target.area_order)
         headline, headline_rule = self._headline_rdm_areas(target, areas)
@@ -537,6 +575,25 @@ class RSAMetric(MetricPlugin):
             "headline_ceiling": ceiling,
         })
         return summary
+
+
+def _check_model_side(activations: Activations, stimulus_ids: tuple[str, ...], layers: list[str]) -> list[str]:
+    """The layers constant over the scored stimuli; a DataError when every layer is (the model side is empty)."""
+    order = stimulus_order(activations.stimulus_ids, stimulus_ids)
+    const = constant_layers(activations, rows=order)
+    if const and len(const) == len(layers):
+        raise DataError(f"rsa: every layer of the model ({_names(const)}) has the same features for every "
+                        "stimulus (the model side is constant, not the brain signal), so its RDMs are constant and "
+                        "cannot be compared; check the model's weights (e.g. an all-zero --weights-file).")
+    if const:
+        log.warning("rsa: layer(s) %s of the model have the same features for every stimulus (constant RDM, the "
+                    "model side); their scores are undefined (NaN).", _names(const))
+    return const
+
+
+def _names(names: list[str], n: int = 4) -> str:
+    shown = ", ".join(f"'{x}'" for x in names[:n])
+    return shown + (f" (+{len(names) - n} more)" if len(names) > n else "")
 
 
 def _ceiling_rows(cs: dict[str, list], area: str, ceilings: dict[str, RDMCeiling]) -> None:

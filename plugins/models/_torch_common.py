@@ -398,11 +398,47 @@ def read_state_dict(path: str | Path, *, model: str) -> dict[str, torch.Tensor]:
     """
     path = check_weights_path(path, model=model)
     try:
-        return as_state_dict(read_weights_object(path))
+        state = as_state_dict(read_weights_object(path))
     except WeightsFileProblem as exc:
         raise DataError(f"Weights file '{path}' for model '{model}' cannot be used: {exc}. {exc.fix}; pass it with "
                         f"--weights-file {model}=PATH (a .safetensors/.pt/.pth state dict), or drop the "
                         "option.") from None
+    check_state_values(state, path=path, model=model)
+    return state
+
+
+def check_state_values(state: dict[str, torch.Tensor], *, path: str | Path, model: str) -> None:
+    """Refuse non-finite weights and warn about weights that cannot be a trained network.
+
+    Raises
+    ------
+    DataError
+        A floating-point tensor holds NaN or inf: one line naming the file, the first such
+        tensor, how many there are and the fix.
+
+    A file whose floating-point tensors are all zero, or each a single repeated value, is
+    loaded with a warning: every feature of such a network is constant, so no metric can
+    score it.
+    """
+    import torch
+
+    floats = {k: v for k, v in state.items() if v.is_floating_point() or v.is_complex()}
+    bad = [k for k, v in floats.items() if v.numel() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" (and {len(bad) - 1} more of {len(floats)} tensors)" if len(bad) > 1 else ""
+        raise DataError(f"Weights file '{path}' for model '{model}' holds NaN/inf values in tensor '{bad[0]}'"
+                        f"{more}; it is damaged or was saved from a diverged training run. Give a checkpoint "
+                        f"with finite weights (--weights-file {model}=PATH), or drop the option.")
+    sized = [v for v in floats.values() if v.numel()]
+    if not sized:
+        return
+    if all(not bool(v.any()) for v in sized):
+        log.warning("Weights file '%s' for model '%s': every tensor is zero — is this a real checkpoint? The "
+                    "network's features will be constant and no metric can score them.", path, model)
+    elif all(bool((v == v.reshape(-1)[0]).all()) for v in sized if v.numel() > 1) and any(
+            v.numel() > 1 for v in sized):
+        log.warning("Weights file '%s' for model '%s': every tensor holds a single repeated value — is this a real "
+                    "checkpoint? The network's features will be (nearly) constant.", path, model)
 
 
 #: Missing entries that ``load_state_dict`` fills itself (batch-norm counters absent from old checkpoints).
@@ -461,12 +497,25 @@ _HASH_IN_NAME = re.compile(r".*-([0-9a-f]{6,64})\.[A-Za-z0-9]+")
 
 
 def download_timeout() -> float:
-    """The download timeout in seconds: ``$FRAMEWORK_DOWNLOAD_TIMEOUT`` if a positive number, else the default."""
-    try:
-        value = float(os.environ.get("FRAMEWORK_DOWNLOAD_TIMEOUT", ""))
-    except ValueError:
+    """The download timeout in seconds: ``$FRAMEWORK_DOWNLOAD_TIMEOUT`` if set, else :data:`DOWNLOAD_TIMEOUT`.
+
+    Raises
+    ------
+    ConfigError
+        The variable is set but is not a finite number of seconds > 0.
+    """
+    raw = os.environ.get("FRAMEWORK_DOWNLOAD_TIMEOUT")
+    if raw is None or not raw.strip():
         return DOWNLOAD_TIMEOUT
-    return value if math.isfinite(value) and value > 0 else DOWNLOAD_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"$FRAMEWORK_DOWNLOAD_TIMEOUT is {raw!r}; expected a number of seconds > 0 (the "
+                          f"download timeout). Set e.g. FRAMEWORK_DOWNLOAD_TIMEOUT={DOWNLOAD_TIMEOUT:g}, or unset "
+                          "it for the default.")
+    return value
 
 
 def hash_prefix_in_name(name: str) -> str | None:
@@ -798,6 +847,7 @@ class HookedTorchModel(ModelPlugin):
                                detail=f"loaded strictly from {self.weights_file.resolve()}")
         if self.weights == "random":
             return self._random_info(f"torch.manual_seed({self.seed}) before building; {self.library} init")
+        download_timeout()  # a bad $FRAMEWORK_DOWNLOAD_TIMEOUT is a ConfigError, never a silent default
         try:
             new_module, info = self._load_pretrained(module)
         except DataError as exc:
@@ -992,7 +1042,31 @@ class HookedTorchModel(ModelPlugin):
         if dup:
             raise ConfigError(f"{self.name}: {option} lists {', '.join(map(repr, dup))} more than once; "
                               "give each layer once.")
+        seen: dict[_Tap, str] = {}
+        for layer in layers:
+            first = seen.setdefault(known[layer], layer)
+            if first != layer:
+                raise ConfigError(f"{self.name}: {option} names the same layer twice: '{first}' and '{layer}' both "
+                                  f"read {self._tap_text(known[layer])}, so it would be scored twice and shift the "
+                                  f"layer index; keep one of them.")
         return list(layers)
+
+    def check_layers(self, layers: Sequence[str], *, option: str = "layers") -> list[str]:
+        """Check a layer list (known names, each once, no two names of one module); returns it as a list.
+
+        Raises
+        ------
+        ConfigError
+            One line naming the offending layer(s) and the fix.
+        """
+        return self._check_layers(layers, option=option)
+
+    @staticmethod
+    def _tap_text(tap: _Tap) -> str:
+        if tap.kind == "pixels":
+            return "the input image"
+        where = f"module '{tap.path}'" if tap.path else "the whole network"
+        return f"the {tap.kind} of {where}"
 
     # -- extraction -------------------------------------------------------------------------
     def extract(self, stimuli: StimulusSet, layers: Sequence[str], *,
