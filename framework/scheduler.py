@@ -344,10 +344,31 @@ def check_plugin_params(config: RunConfig, registry: Registry) -> None:
 
 
 def _check_layers(model: ModelPlugin, layers: list[str], name: str) -> None:
+    """Every layer known to ``model``; a model that can tell (``check_layers``) also refuses two names
+    of one module (an alias and its module path), which would be scored twice."""
     known = model.layers()
     for layer in layers:
         if layer not in known:
             raise unknown_name_error("layer", layer, known, option=f"--layers for '{name}'", error_cls=ConfigError)
+    check = getattr(model, "check_layers", None)
+    if callable(check):
+        check(layers, option=f"--layers for '{name}'")
+
+
+def _check_baseline_only(models: list[ModelChoice], metrics: dict[str, MetricPlugin]) -> None:
+    """Refuse a layer list holding only the baseline (``pixels``) for a metric that leaves the baseline
+    out of the layer choice (``include_pixels=false``): it would have no model layer to score."""
+    from framework.numerics.layers import BASELINE_LAYERS
+
+    for choice in models:
+        if not choice.layers or any(layer not in BASELINE_LAYERS for layer in choice.layers):
+            continue
+        for mname, metric in metrics.items():
+            if getattr(metric.params, "include_pixels", True) is False:
+                raise ConfigError(f"{mname}: no model layer left to score for '{choice.name}': the only layer given "
+                                  f"is {', '.join(repr(x) for x in choice.layers)}, the baseline "
+                                  f"(include_pixels=false); add model layers to --layers or set --metric-param "
+                                  f"{mname}.include_pixels=true.")
 
 
 def _build_model(registry: Registry, choice: ModelChoice, seed: int) -> ModelPlugin:
@@ -376,6 +397,7 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> Plan:
     metrics, notes = _resolve_metrics(config, registry, target_kind)
     for metric in metrics.values():
         metric.check(dataset)
+    _check_baseline_only(models, metrics)
     cells = []
     for model in models:
         for sname, splugin in signals.items():
@@ -552,7 +574,8 @@ class Scheduler:
                 model = _build_model(self._registry, choice, self.plan.config.seed)
                 weights = model.weights_info()
             except Exception as exc:
-                if isinstance(exc, FrameworkError) and (choice.weights == "pretrained" or choice.weights_file):
+                if isinstance(exc, ConfigError) or (isinstance(exc, FrameworkError)
+                                                    and (choice.weights == "pretrained" or choice.weights_file)):
                     # The user asked for these weights: a missing download or a bad file is bad input,
                     # reported before any computation (exit 2), not a row of failed cells.
                     raise

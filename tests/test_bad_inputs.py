@@ -447,3 +447,24 @@ def test_weights_file_with_weights_random_warns_that_the_file_wins(tmp_path, cap
         plan_run(config)
     assert any("weights file wins over --weights random" in r.getMessage() and str(wf) in r.getMessage()
                for r in caplog.records)
+
+
+MODEL_LAYERS = [
+    Case("layer-alias-and-path", ["--models", "alexnet", "--layers", "conv1,features.1"],
+         ["'conv1' and 'features.1'", "keep one of them"]),
+    Case("layers-pixels-only", ["--models", "alexnet", "--metrics", "rsa", "--layers", "pixels"],
+         ["no model layer left to score", "rsa.include_pixels=true"]),
+]
+
+
+@pytest.mark.usefixtures("_fake_plugins")
+@pytest.mark.parametrize("case", MODEL_LAYERS, ids=lambda c: c.id)
+def test_layer_lists_that_cannot_be_scored_stop_before_work(case, tmp_path, template_store, capsys):
+    check_bad_input(case, tmp_path, template_store, capsys)
+
+
+@pytest.mark.usefixtures("_fake_plugins")
+def test_bad_download_timeout_stops_even_with_weights_auto(tmp_path, template_store, capsys, monkeypatch):
+    monkeypatch.setenv("FRAMEWORK_DOWNLOAD_TIMEOUT", "abc")
+    check_bad_input(Case("timeout", ["--models", "alexnet"], ["FRAMEWORK_DOWNLOAD_TIMEOUT", "'abc'"]),
+                    tmp_path, template_store, capsys)
