@@ -404,7 +404,8 @@ def test_dataset_example_plants_orientation_tuning(example):
 def test_dataset_example_scores_end_to_end_with_the_other_examples(register, store, capsys):
     register(*KINDS)
     code, out, err = _run(capsys, "run", "--dataset", "gratings", "--models", "gabornet", "--weights", "random",
-                          "--metrics", "area-rsa,linear-predictivity", "--store", str(store), "--no-progress", "-q")
+                          "--metrics", "area-rsa,linear-predictivity", "--metric-param",
+                          "linear-predictivity.n_splits=8", "--store", str(store), "--no-progress", "-q")
     assert code == 0, err
     rows = _rows(store, dataset="gratings")
     _assert_finite_rows(rows, 2)

@@ -76,6 +76,11 @@ def constant_layers(layers: Mapping[str, np.ndarray] | Iterable[tuple[str, np.nd
         The stimuli (rows) to look at; all by default.
     block : int
         Features compared at a time (bounds memory for wide, memory-mapped layers).
+
+    Returns
+    -------
+    list of str
+        The constant layers, in the order given.
     """
     items = layers.items() if hasattr(layers, "items") else layers
     out = []
