@@ -201,9 +201,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
+    from framework.paths import expand_user
     from framework.registry import load_registry
 
-    weights_file = args.weights_file.expanduser() if args.weights_file is not None else None
+    weights_file = expand_user(args.weights_file, "--weights-file") if args.weights_file is not None else None
     if weights_file is not None and weights_file.is_dir():
         raise ConfigError(f"Weights file '{weights_file}' is a directory (option --weights-file of `framework "
                           "layers`); give the path of a .safetensors, .pt or .pth file inside it: "

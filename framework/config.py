@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
 from framework.errors import ConfigError, did_you_mean
+from framework.paths import expand_user
 
 WeightsMode = Literal["auto", "pretrained", "random"]
 
@@ -108,7 +109,7 @@ class RunConfig(BaseModel):
             raise ValueError("is empty, which would write into the current folder; give a directory "
                              "such as 'results'")
         if isinstance(value, (str, Path)):
-            value = Path(value).expanduser()
+            value = expand_user(value, "store")
         return value
 
     @field_validator("dataset", mode="before")
@@ -118,14 +119,15 @@ class RunConfig(BaseModel):
             raise ValueError("is empty; give a registered dataset name (`framework list datasets`) or the path "
                              "of a dataset TOML file")
         if isinstance(value, str) and value.startswith("~"):
-            value = str(Path(value).expanduser())
+            value = str(expand_user(value, "dataset"))
         return value
 
     @field_validator("weights_files", mode="before")
     @classmethod
     def _weights_files(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            value = {k: (Path(v).expanduser() if isinstance(v, (str, Path)) and str(v).startswith("~") else v)
+            value = {k: (expand_user(v, f"weights_files.{k}") if isinstance(v, (str, Path)) and str(v).startswith("~")
+                         else v)
                      for k, v in value.items()}
         return value
 
@@ -186,7 +188,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
     def rebase(value: str) -> str:
         """``~`` expanded; a relative path taken relative to the config file's folder."""
-        p = Path(value).expanduser()
+        p = expand_user(value, f"config file '{path}'")
         return str(p if p.is_absolute() else base / p)
 
     if isinstance(data.get("store"), str) and data["store"].strip():

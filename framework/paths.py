@@ -6,7 +6,21 @@ from pathlib import Path
 
 from framework.errors import ConfigError
 
-__all__ = ["ensure_cache_dir", "user_cache_dir"]
+__all__ = ["ensure_cache_dir", "expand_user", "user_cache_dir"]
+
+
+def expand_user(path: str | Path, what: str = "path") -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded.
+
+    Raises
+    ------
+    ConfigError
+        The home folder cannot be determined (unknown user, ``$HOME`` unset); names ``what``.
+    """
+    try:
+        return Path(path).expanduser()
+    except RuntimeError as exc:
+        raise ConfigError(f"Cannot expand '~' in {what} '{path}' ({exc}); give the full path.") from None
 
 
 def _cache_variable() -> str:
@@ -30,9 +44,9 @@ def user_cache_dir() -> Path:
     """
     env = os.environ.get("FRAMEWORK_CACHE_DIR")
     if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "framework"
+        return expand_user(env, "$FRAMEWORK_CACHE_DIR")
+    base = os.environ.get("XDG_CACHE_HOME") or str(expand_user("~", "$HOME") / ".cache")
+    return expand_user(base, "$XDG_CACHE_HOME") / "framework"
 
 
 def ensure_cache_dir(sub: str | None = None) -> Path:

@@ -143,6 +143,8 @@ CLI_OPTIONS = [
 ]
 
 CONFIG_FILES = [
+    Case("config-store-unknown-user", ["run", "--config", "{tmp}/run.toml"], ["Cannot expand '~'", "~nosuchuser4711/x"],
+         files={"run.toml": b'store = "~nosuchuser4711/x"\n'}, base=False),
     Case("config-missing", ["--config", "{tmp}/none.toml"], ["none.toml' does not exist"]),
     Case("config-directory", ["--config", "{tmp}"], ["'{tmp}'", "directory"]),
     Case("config-bad-toml", ["--config", "{tmp}/run.toml"], ["run.toml", "not valid TOML"],
