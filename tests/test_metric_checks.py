@@ -13,7 +13,7 @@ import pytest
 
 import fake_plugins
 from framework.config import RunConfig
-from framework.errors import ConfigError
+from framework.errors import ConfigError, FrameworkError
 from framework.types import Activations, BrainRDMs, Dataset, Responses, SiteTable, StimulusSet, digest_of
 from plugins.metrics.alignment import AlignmentMetric
 from plugins.metrics.cka import CKAMetric
@@ -117,8 +117,9 @@ def test_accepted_settings_score_on_tiny_datasets(labels):
     assert accepted > 50
 
 
-def test_rsa_ceiling_with_one_subject_is_no_error():
-    """RDM datasets: one subject has no ceiling and no held-out score (reported), not a plan-time error."""
+def test_rsa_rdms_with_one_subject():
+    """RDM datasets: one subject has no ceiling (reported, not an error); a held-out headline over it cannot
+    be scored, so the default selection is refused at plan time with the fix, and the optimistic one passes."""
     n = 6
     ids = tuple(f"s{i}" for i in range(n))
     rng = np.random.default_rng(0)
@@ -126,8 +127,23 @@ def test_rsa_ceiling_with_one_subject_is_no_error():
     rdm = np.abs(x[:, None, 0] - x[None, :, 0])
     target = BrainRDMs({"IT": rdm[None]}, ids, ("IT",), distance="euclidean")
     dataset = Dataset("rdm1", StimulusSet(ids), "d", rdms=target)
-    RSAMetric().check(dataset)
-    RSAMetric(n_splits=50).check(dataset)   # n_splits is for responses only
+    with pytest.raises(ConfigError, match=r"headline area\(s\) IT have one subject.*rsa.selection='optimistic'"):
+        RSAMetric().check(dataset)
+    RSAMetric(selection="optimistic").check(dataset)
+    RSAMetric(selection="optimistic", n_splits=50).check(dataset)   # n_splits is for responses only
+    score = RSAMetric(selection="optimistic").score(Activations({"a": x.astype(np.float32)}, ids), target)
+    assert np.isfinite(score.value) and score.ceiling is None
+
+
+def test_rsa_rdms_with_a_distance_layers_cannot_use_is_refused_at_plan_time():
+    n = 6
+    ids = tuple(f"s{i}" for i in range(n))
+    rdm = np.abs(np.arange(n)[:, None] - np.arange(n)[None, :]).astype(float)
+    target = BrainRDMs({"IT": np.stack([rdm, rdm + 1 - np.eye(n)])}, ids, ("IT",), distance="crossnobis")
+    dataset = Dataset("rdm2", StimulusSet(ids), "d", rdms=target)
+    with pytest.raises(FrameworkError, match=r"distance 'crossnobis'.*--metric-param rsa.distance="):
+        RSAMetric().check(dataset)
+    RSAMetric(distance="euclidean").check(dataset)
 
 
 def test_alignment_has_nothing_to_check():

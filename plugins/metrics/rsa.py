@@ -190,6 +190,7 @@ class RSAMetric(MetricPlugin):
         subject: no held-out score, reported as such, not an error).
         """
         if dataset.kind == "rdms":
+            self._check_rdms(dataset.rdms)
             return
         n = len(dataset.stimuli)
         k = self.params.n_splits
@@ -204,6 +205,18 @@ class RSAMetric(MetricPlugin):
                    "correlation")
             raise ConfigError(f"rsa: n_splits={k} does not fit dataset '{dataset.name}' ({n} stimuli): {why}; set "
                               f"--metric-param rsa.n_splits=K with K from 2 to {top}.")
+
+    def _check_rdms(self, rdms: BrainRDMs) -> None:
+        """Refuse, before any computation, what :meth:`_score_rdms` would refuse from the RDMs' header:
+        a distance layer RDMs cannot be made with, a held-out headline over an area of one subject."""
+        if self.params.distance == "auto":
+            self._distance_for(rdms)
+        headline, _ = self._headline_rdm_areas(rdms, list(rdms.rdms))
+        single = [a for a in headline if np.asarray(rdms.rdms[a]).shape[0] < 2]
+        if single and self.params.selection == "heldout":
+            raise ConfigError(f"rsa: headline area(s) {', '.join(single)} have one subject, so no held-out subject "
+                              "can score the chosen layer; use --metric-param rsa.selection='optimistic' (labelled "
+                              "optimistic), or declare headline_areas without them in the dataset's [rdms] table.")
 
     def score(self, activations: Activations, target: Target, *, seed: int = 0) -> Score:
         if isinstance(target, Responses):
