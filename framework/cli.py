@@ -201,7 +201,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    from framework.paths import expand_user
+    from framework.paths import expand_user, not_a_file
     from framework.registry import load_registry
 
     weights_file = expand_user(args.weights_file, "--weights-file") if args.weights_file is not None else None
@@ -210,8 +210,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
                           "layers`); give the path of a .safetensors, .pt or .pth file inside it: "
                           f"framework layers {args.model} --weights-file PATH.")
     if weights_file is not None and not weights_file.is_file():
-        raise ConfigError(f"Weights file '{weights_file}' does not exist (option --weights-file of `framework "
-                          "layers`); give the path of a .safetensors, .pt or .pth file: "
+        raise ConfigError(f"Weights file '{weights_file}' {not_a_file(weights_file)} (option --weights-file of "
+                          "`framework layers`); give the path of a .safetensors, .pt or .pth file: "
                           f"framework layers {args.model} --weights-file PATH, or leave the option out.")
     registry = load_registry()
     model = registry.create("model", args.model, weights=args.weights, weights_file=weights_file, seed=0)

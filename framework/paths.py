@@ -6,7 +6,7 @@ from pathlib import Path
 
 from framework.errors import ConfigError
 
-__all__ = ["ensure_cache_dir", "expand_user", "user_cache_dir"]
+__all__ = ["ensure_cache_dir", "expand_user", "not_a_file", "user_cache_dir"]
 
 
 def expand_user(path: str | Path, what: str = "path") -> Path:
@@ -21,6 +21,18 @@ def expand_user(path: str | Path, what: str = "path") -> Path:
         return Path(path).expanduser()
     except RuntimeError as exc:
         raise ConfigError(f"Cannot expand '~' in {what} '{path}' ({exc}); give the full path.") from None
+
+
+def not_a_file(path: str | Path) -> str:
+    """Why ``path`` is not a readable regular file, as words for a message ("does not exist", ...)."""
+    p = Path(path)
+    if p.is_symlink() and not p.exists():
+        return f"is a broken symbolic link (to '{os.readlink(p)}')"
+    if not p.exists():
+        return "does not exist"
+    if p.is_dir():
+        return "is a directory"
+    return "is not a regular file (a device, pipe or socket)"
 
 
 def _cache_variable() -> str:

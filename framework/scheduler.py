@@ -41,7 +41,7 @@ from framework.config import RunConfig
 from framework.contracts import MetricPlugin, ModelPlugin, SignalPlugin, WeightsInfo
 from framework.errors import ConfigError, DataError, FrameworkError, did_you_mean, unknown_name_error
 from framework.numerics.stimuli import stimulus_order
-from framework.paths import ensure_cache_dir, user_cache_dir
+from framework.paths import ensure_cache_dir, not_a_file, user_cache_dir
 from framework.registry import RANDOM_SUFFIX, Registry, load_registry
 from framework.store import DB_NAME, Cell, ResultsStore, StoreWriteError
 from framework.target_io import load_target, save_target
@@ -307,7 +307,7 @@ def _resolve_models(config: RunConfig, registry: Registry) -> list[ModelChoice]:
             raise DataError(f"Weights file '{wf}' for model '{name}' is a directory (option --weights-file); "
                             "give the path of a .safetensors, .pt or .pth file inside it.")
         if wf is not None and not Path(wf).is_file():
-            raise DataError(f"Weights file '{wf}' for model '{name}' does not exist (option --weights-file); "
+            raise DataError(f"Weights file '{wf}' for model '{name}' {not_a_file(wf)} (option --weights-file); "
                             "give the path of a .safetensors, .pt or .pth file.")
         if wf is not None and config.weights == "random":
             log.warning("Model '%s' is scored with its weights file '%s', not random init: a weights file wins "

@@ -470,3 +470,17 @@ def test_bad_download_timeout_stops_even_with_weights_auto(tmp_path, template_st
     monkeypatch.setenv("FRAMEWORK_DOWNLOAD_TIMEOUT", "abc")
     check_bad_input(Case("timeout", ["--models", "alexnet"], ["FRAMEWORK_DOWNLOAD_TIMEOUT", "'abc'"]),
                     tmp_path, template_store, capsys)
+
+
+@pytest.mark.usefixtures("_fake_plugins")
+def test_weights_file_that_is_a_pipe_or_broken_link(tmp_path, template_store, capsys):
+    import os
+
+    os.mkfifo(tmp_path / "w.pt")
+    check_bad_input(Case("fifo", ["--weights-file", "fake-net={tmp}/w.pt"],
+                         ["w.pt'", "is not a regular file"]), tmp_path, template_store, capsys)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "w.pt").symlink_to(other / "gone.pt")
+    check_bad_input(Case("broken-link", ["--weights-file", "fake-net={tmp}/w.pt"],
+                         ["is a broken symbolic link", "gone.pt"]), other, template_store, capsys)
