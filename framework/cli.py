@@ -215,6 +215,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
                           f"framework layers {args.model} --weights-file PATH, or leave the option out.")
     registry = load_registry()
     model = registry.create("model", args.model, weights=args.weights, weights_file=weights_file, seed=0)
+    if weights_file is not None:  # shapes do not need the weights, but a file given must fit the network
+        model.weights_info()
     defaults = set(model.default_layers())
     shapes = model.layer_shapes()
     width = max(len(n) for n in shapes)

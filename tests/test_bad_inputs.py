@@ -484,3 +484,14 @@ def test_weights_file_that_is_a_pipe_or_broken_link(tmp_path, template_store, ca
     (other / "w.pt").symlink_to(other / "gone.pt")
     check_bad_input(Case("broken-link", ["--weights-file", "fake-net={tmp}/w.pt"],
                          ["is a broken symbolic link", "gone.pt"]), other, template_store, capsys)
+
+
+def test_layers_command_checks_a_weights_file_against_the_network(tmp_path, capsys):
+    import torch
+
+    path = tmp_path / "other.pt"
+    torch.save({"features.0.weight": torch.randn(2, 3)}, path)
+    code, err = _run(["layers", "alexnet", "--weights-file", str(path)], capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "other.pt" in lines[0] and "does not fit model 'alexnet'" in lines[0]
