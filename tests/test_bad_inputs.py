@@ -495,3 +495,15 @@ def test_layers_command_checks_a_weights_file_against_the_network(tmp_path, caps
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert "other.pt" in lines[0] and "does not fit model 'alexnet'" in lines[0]
+
+
+@pytest.mark.usefixtures("_fake_plugins")
+def test_weights_file_of_integers_is_refused(tmp_path, template_store, capsys):
+    import torch
+    import torchvision
+
+    state = {k: v.to(torch.int32) if v.is_floating_point() else v
+             for k, v in torchvision.models.alexnet().state_dict().items()}
+    torch.save(state, tmp_path / "ints.pt")
+    check_bad_input(Case("ints", ["--models", "alexnet", "--weights-file", "alexnet={tmp}/ints.pt"],
+                         ["ints.pt", "dtype torch.int32 vs model torch.float32"]), tmp_path, template_store, capsys)

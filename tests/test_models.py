@@ -307,7 +307,7 @@ def test_bad_weights_files_raise_data_error(saved_weights, tmp_path):
     state = load_file(str(root / "mnv2.safetensors"))
     state["classifier.weight"] = state["classifier.weight"][:10].contiguous()
     save_file(state, str(wrong_head))
-    with pytest.raises(DataError, match=r"1 shape mismatches.*classifier.weight"):
+    with pytest.raises(DataError, match=r"1 shape or dtype mismatches.*classifier.weight"):
         TimmModel(name="timm:mobilenetv2_100", weights_file=wrong_head).weights_info()
 
 

@@ -473,7 +473,7 @@ BAD_FILES = [
       "122 unexpected keys (e.g. bn1.", "another architecture"]),
     ("shape-mismatch", lambda d, s: _save({**s, "classifier.1.weight": s["classifier.1.weight"][:10],
                                           "classifier.1.bias": s["classifier.1.bias"][:10]}, d / "head.pth"),
-     ["2 shape mismatches (e.g. classifier.1.weight: file (10, 512, 1, 1) vs model (1000, 512, 1, 1)"]),
+     ["2 shape or dtype mismatches (e.g. classifier.1.weight: file (10, 512, 1, 1) vs model (1000, 512, 1, 1)"]),
 ]
 
 

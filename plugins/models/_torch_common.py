@@ -464,6 +464,10 @@ def load_state_dict_strict(module: torch.nn.Module, state: dict[str, torch.Tenso
     unexpected = sorted((k for k in state if k not in expected), key=lambda k: k.endswith(_OPTIONAL_KEYS))
     mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
                   for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    # a floating-point parameter read from integer or boolean values (truncated, not a checkpoint of it)
+    mismatched += [f"{k}: file dtype {state[k].dtype} vs model {expected[k].dtype}"
+                   for k in expected if k in state and expected[k].is_floating_point()
+                   and not state[k].is_floating_point()]
     fix = f"It was probably saved from another architecture or with other model options. {_file_fix(model)}"
     if missing or unexpected or mismatched:
         parts = []
@@ -472,7 +476,7 @@ def load_state_dict_strict(module: torch.nn.Module, state: dict[str, torch.Tenso
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
         if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatches (e.g. {'; '.join(mismatched[:2])})")
+            parts.append(f"{len(mismatched)} shape or dtype mismatches (e.g. {'; '.join(mismatched[:2])})")
         raise DataError(f"Weights file '{path}' does not fit model '{model}' ({len(expected)} tensors expected, "
                         f"{len(state)} in file): {'; '.join(parts)}. {fix}")
     try:
