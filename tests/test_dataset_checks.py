@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -527,6 +528,9 @@ ODD: dict[str, Odd] = {
                          r"with .*Did you mean 'correlation'"),
     "exif-rotated": Odd(_then(make_rdms, _exif_rotated),
                         r"^1 stimulus image\(s\) carry an EXIF orientation tag \(e\.g\. '.*s04\.jpg'\)"),
+    "identical-images": Odd(_then(make_rdms, lambda t: shutil.copy(t / "stimuli/s01.png", t / "stimuli/s02.png")),
+                            r"^'.*ds\.toml': 1 group\(s\) of stimulus images have identical bytes \(e\.g\. "
+                            r"'stimuli/s01\.png' = 'stimuli/s02\.png'\)"),
     "animated": Odd(_then(make_rdms, _animated),
                     r"^1 stimulus image\(s\) have several frames .*'.*s06\.gif' with 2\); only the first frame"),
 }

@@ -646,9 +646,23 @@ class FileDataset(DatasetPlugin):
         return tuple(a for a in order if a in value)
 
     # -- digest ---------------------------------------------------------------------------------
+    def _warn_identical_images(self, entries: list[list[str]]) -> None:
+        """Warn when stimulus images have identical bytes: the network cannot tell them apart, so
+        their dissimilarity is 0 in every model RDM (a copy error, or a duplicate meant as a repeat)."""
+        by_digest: dict[str, list[str]] = {}
+        for role, rel, digest in entries:
+            if role == "stimulus":
+                by_digest.setdefault(digest, []).append(rel)
+        same = [names for names in by_digest.values() if len(names) > 1]
+        if same:
+            log.warning("'%s': %d group(s) of stimulus images have identical bytes (e.g. %s); the network sees "
+                        "them as one image. Remove the copies, or show a repeated image as several epochs of "
+                        "one stimulus id.", self.path, len(same), " = ".join(f"'{n}'" for n in same[0][:3]))
+
     def _digest(self, raw: bytes) -> str:
         hasher = rd.FileHasher(self.cache_dir)
         base = self.path.parent
         entries = [[role, Path(os.path.relpath(p, base)).as_posix(), hasher.digest(p)] for role, p in self._files]
         hasher.save()
+        self._warn_identical_images(entries)
         return digest_of("file-dataset", self.plugin_version, raw, entries)
