@@ -126,3 +126,23 @@ def test_bad_input_is_reported() -> None:
         rdm.compare(np.zeros((3, 1)), np.zeros((6, 1)))
     with pytest.raises(ConfigError, match="n_permutations"):
         rdm.check_comparison_for_permutations("kendall-tau-a", 10, "rsa")
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_average_ranks_equal_scipy_bit_for_bit(ties: bool, monkeypatch) -> None:
+    import scipy.stats
+
+    from framework.numerics import rdm as rdm_module
+
+    rng = np.random.default_rng(3)
+    v = rng.standard_normal((57, 23))
+    if ties:
+        v = np.round(v, 1)
+        v[:, 4] = 1.0                    # a constant column: one tie group
+    v[5, 7] = np.nan                     # a column with NaN is all NaN, as SciPy propagates it
+    monkeypatch.setattr(rdm_module, "RANK_BLOCK_ELEMENTS", 57 * 5)   # several column blocks
+    got = rdm_module.average_ranks(v)
+    want = scipy.stats.rankdata(v, axis=0, method="average")
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(got[:, 7]).all() and not np.isnan(np.delete(got, 7, axis=1)).any()

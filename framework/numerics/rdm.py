@@ -44,10 +44,10 @@ from framework.numerics.stimuli import stimulus_order
 from framework.types import Activations
 from framework.validation import check_option
 
-__all__ = ["COMPARISONS", "DISTANCES", "LINEAR_COMPARISONS", "SITE_BLOCK_BYTES", "check_comparison_for_permutations",
-           "clip_comparison", "compare", "condensed_position", "kendall_tau_a", "layer_rdms", "n_pairs_of",
-           "paired_compare", "prepare", "rdm", "rdm_from_gram", "site_rdm_blocks", "site_rdms", "triu_indices",
-           "upper"]
+__all__ = ["COMPARISONS", "DISTANCES", "LINEAR_COMPARISONS", "RANK_BLOCK_ELEMENTS", "SITE_BLOCK_BYTES",
+           "average_ranks", "check_comparison_for_permutations", "clip_comparison", "compare", "condensed_position",
+           "kendall_tau_a", "layer_rdms", "n_pairs_of", "paired_compare", "prepare", "rdm", "rdm_from_gram",
+           "site_rdm_blocks", "site_rdms", "triu_indices", "upper"]
 
 log = logging.getLogger("framework.numerics.rdm")
 
@@ -229,6 +229,52 @@ def upper(square: np.ndarray) -> np.ndarray:
     return sq[..., iu, ju]
 
 
+#: Elements ranked at a time by :func:`average_ranks` (bounds its transient memory to ~0.3 GB).
+RANK_BLOCK_ELEMENTS = 1 << 22
+
+
+def average_ranks(vectors: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based; ties share their mean rank) of each column, as
+    ``scipy.stats.rankdata(vectors, axis=0, method="average")`` gives them, bit for bit.
+
+    Ranks column blocks at a time on a contiguous transposed copy: one argsort per column,
+    tie groups found on the sorted values, the ranks scattered back. A column holding NaN
+    is all NaN (SciPy's ``nan_policy="propagate"``).
+
+    Parameters
+    ----------
+    vectors : ndarray, (n, m)
+
+    Returns
+    -------
+    ndarray, (n, m) float64
+    """
+    v = np.asarray(vectors, dtype=np.float64)
+    n, m = v.shape
+    out = np.empty((m, n), dtype=np.float64)
+    if n == 0 or m == 0:
+        return out.T
+    step = max(1, RANK_BLOCK_ELEMENTS // n)
+    idx = np.arange(n)
+    for c0 in range(0, m, step):
+        x = np.ascontiguousarray(v[:, c0:c0 + step].T)                  # (block, n)
+        order = np.argsort(x, axis=1)
+        xs = np.take_along_axis(x, order, axis=1)
+        first = np.empty(xs.shape, dtype=bool)                            # first of its tie group
+        first[:, 0] = True
+        np.not_equal(xs[:, 1:], xs[:, :-1], out=first[:, 1:])
+        last = np.empty_like(first)                                       # last of its tie group
+        last[:, -1] = True
+        last[:, :-1] = first[:, 1:]
+        start = np.maximum.accumulate(np.where(first, idx, 0), axis=1)
+        end = np.minimum.accumulate(np.where(last, idx, n - 1)[:, ::-1], axis=1)[:, ::-1]
+        ranks = (start + end) * 0.5 + 1.0
+        block = out[c0:c0 + step]
+        np.put_along_axis(block, order, ranks, axis=1)
+        block[np.isnan(xs[:, -1])] = np.nan                               # NaN sorts last
+    return out.T
+
+
 def prepare(vectors: np.ndarray, comparison: str) -> np.ndarray:
     """Transform condensed RDMs so that a comparison is a dot product.
 
@@ -252,7 +298,7 @@ def prepare(vectors: np.ndarray, comparison: str) -> np.ndarray:
         v = v[:, None]
     n = v.shape[0]
     if comparison in ("spearman", "rho-a"):
-        v = scipy.stats.rankdata(v, axis=0, method="average")
+        v = average_ranks(v)
     z = v - v.mean(axis=0)
     if comparison == "rho-a":
         return z * np.sqrt(12.0 / (float(n) ** 3 - n))
