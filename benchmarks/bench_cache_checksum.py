@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from framework.fileio import CHECKSUM_ALGORITHM, CHUNK_BYTES, file_checksum, forget_checksums  # noqa: E402
+from framework.fileio import CHECKSUM_ALGORITHM, CHUNK_BYTES, file_checksum, forget_checksums, hash_file  # noqa: E402
 
 
 class _Crc32:
@@ -58,16 +58,6 @@ def _candidates() -> dict:
     return out
 
 
-def _hash_file(path: Path, new) -> str:
-    h = new()
-    buf = bytearray(CHUNK_BYTES)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
-
-
 def _drop_cache(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -93,14 +83,14 @@ def main() -> None:
                 fh.write(rng.standard_normal(min(1 << 24, n - start), dtype=np.float32).tobytes())
         size = path.stat().st_size
         print(f"file: {size / 1e6:.0f} MB float32; chunk {CHUNK_BYTES >> 20} MiB; chosen: {CHECKSUM_ALGORITHM}")
-        _hash_file(path, hashlib.sha256)  # warm the page cache
+        hash_file(path, hashlib.sha256)  # warm the page cache
         rates = {}
         for name, new in _candidates().items():
-            best = min(_timed(_hash_file, path, new) for _ in range(args.repeats))
+            best = min(_timed(hash_file, path, new) for _ in range(args.repeats))
             rates[name] = size / 1e6 / best
             print(f"warm  {name:9s} {rates[name]:8.0f} MB/s")
         for name, fn, fn_args in ((f"{CHECKSUM_ALGORITHM} (framework)", file_checksum, (path,)),
-                                  ("sha256", _hash_file, (path, hashlib.sha256))):
+                                  ("sha256", hash_file, (path, hashlib.sha256))):
             _drop_cache(path)
             forget_checksums()
             print(f"cold  {name:9s} {size / 1e6 / _timed(fn, *fn_args):8.0f} MB/s (disk read included)")

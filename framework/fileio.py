@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -117,6 +117,18 @@ def forget_checksums() -> None:
         _memo.clear()
 
 
+def hash_file(path: str | Path, new: Callable[[], Any]) -> str:
+    """Hex digest of the bytes of ``path`` with a fresh hasher ``new()`` (hashlib / xxhash
+    interface), read in :data:`CHUNK_BYTES` chunks into one reused buffer; nothing remembered."""
+    h = new()
+    buf = bytearray(CHUNK_BYTES)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
 def file_checksum(path: Path) -> str:
     """The :data:`CHECKSUM_ALGORITHM` hex digest of the bytes of ``path``.
 
@@ -130,13 +142,7 @@ def file_checksum(path: Path) -> str:
     if hit is not None and hit[0] == fp and hit[2] - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_NS:
         return hit[1]
     hashed_at = time.time_ns()
-    h = new_hasher()
-    buf = bytearray(CHUNK_BYTES)
-    view = memoryview(buf)
-    with open(key, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            h.update(view[:n])
-    digest = h.hexdigest()
+    digest = hash_file(key, new_hasher)
     if _fingerprint(os.stat(key)) == fp:  # not changed while being read
         with _memo_lock:
             _memo[key] = (fp, digest, hashed_at)
