@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from framework.layer_stats import Need
 from framework.params import NoParams, PluginParams, validate_params
 from framework.types import Activations, DataKind, Dataset, Score, StimulusSet, Target
 
@@ -202,6 +203,18 @@ class MetricPlugin(Parametrised, ABC):
     @abstractmethod
     def score(self, activations: Activations, target: Target, *, seed: int = 0) -> Score:
         """Score all layers of ``activations`` against ``target``; never modifies its inputs."""
+
+    def needs(self, dataset: Dataset, *, seed: int = 0) -> list[Need]:
+        """What :meth:`score` reads from every layer, for the activation cache to keep.
+
+        Called at plan time. The extraction computes exactly these statistics while the
+        features pass through and caches them (:mod:`framework.layer_stats`): e.g.
+        ``[Need.gram(centered=True)]`` for a metric built on Euclidean RDMs or a linear
+        kernel, which then reads ``activations.gram(layer, center=True)``. The default,
+        the raw features, suits any metric that indexes ``activations[layer]``; declare
+        statistics instead to keep the cache small (kilobytes instead of gigabytes per layer).
+        """
+        return [Need.features()]
 
     def __init__(self, **params: Any) -> None:
         self._init_params(params)

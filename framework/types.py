@@ -388,38 +388,261 @@ class Dataset:
 
 
 class Activations:
-    """Layer activations of one model for one stimulus set.
+    """Layer activations of one model for one stimulus set: features, statistics, or both.
 
-    Layers are ordered (their position is the layer index the alignment metric
-    uses); each is an (n_stimuli, n_features) float32 array, usually memory-mapped
-    from the on-disk cache.
+    Layers are ordered (their position is the layer index the alignment metric uses).
+    Each layer has its raw features, an (n_stimuli, n_features) float32 array (usually
+    memory-mapped from the cache), and/or the sufficient statistics metrics compute
+    their scores from (:mod:`framework.layer_stats`): the (n_stimuli, n_stimuli) float64
+    Gram matrices, per-fold Gram matrices, and per-stimulus digests. The cache keeps the
+    statistics the run's metrics declared, and the features only when a metric needs
+    them or ``--keep-activations`` is set. Every accessor below serves a statistic from
+    the cache when present and computes it from the features otherwise, with the same
+    numerics; asking for something that is neither cached nor derivable is a
+    :class:`framework.errors.DataError` naming the layer and the fix.
+
+    Parameters
+    ----------
+    layers : mapping of str -> ndarray, (n_stimuli, n_features)
+        Raw features of some or all layers (may be empty when ``stats`` has the layers).
+    stimulus_ids : tuple of str, (n_stimuli,)
+    info : dict, optional
+        Provenance (model, weights, layers, preprocessing, reduction, cache key, labels).
+    stats : LayerStatistics, optional
+        Cached statistics (:class:`LayerStatistics`), over the same stimuli in the same order.
     """
 
     def __init__(self, layers: Mapping[str, np.ndarray], stimulus_ids: tuple[str, ...],
-                 info: dict[str, Any] | None = None) -> None:
-        self._layers = dict(layers)
+                 info: dict[str, Any] | None = None, *, stats: LayerStatistics | None = None,
+                 rows: np.ndarray | None = None) -> None:
+        self._features = dict(layers)
+        self._stats = stats
         self.stimulus_ids = tuple(stimulus_ids)
         self.info = dict(info or {})
-        for name, arr in self._layers.items():
-            if arr.ndim != 2 or arr.shape[0] != len(self.stimulus_ids):
+        # rows: this view's stimuli as rows of the stored features/statistics (None: all, in order)
+        self._rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        n_base = len(self.stimulus_ids) if self._rows is None else None
+        for name, arr in self._features.items():
+            if arr.ndim != 2 or (n_base is not None and arr.shape[0] != n_base):
                 raise ValueError(f"Layer '{name}' must be (n_stimuli={len(self.stimulus_ids)}, n_features), "
                                  f"got {arr.shape}.")
+        if stats is not None:
+            self._names = tuple(stats.layers)
+        else:
+            self._names = tuple(self._features)
 
+    # -- the mapping of layer names (features) ------------------------------------------------
     @property
     def layers(self) -> tuple[str, ...]:
-        return tuple(self._layers)
-
-    def __getitem__(self, layer: str) -> np.ndarray:
-        return self._layers[layer]
+        return self._names
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._layers)
+        return iter(self._names)
 
     def __len__(self) -> int:
-        return len(self._layers)
+        return len(self._names)
+
+    def __contains__(self, layer: object) -> bool:
+        return layer in self._names
+
+    def has_features(self, layer: str) -> bool:
+        """Whether the raw features of ``layer`` are available."""
+        return layer in self._features
+
+    def __getitem__(self, layer: str) -> np.ndarray:
+        """Raw features of ``layer``, (n_stimuli, n_features) float32, in this object's stimulus order."""
+        if layer not in self._names:
+            raise KeyError(layer)
+        if layer not in self._features:
+            from framework.errors import DataError
+
+            raise DataError(f"The raw features of layer '{layer}' were not kept (the cache holds the statistics "
+                            "the run's metrics declared); re-run with --keep-activations, or declare "
+                            "Need.features() in the metric's needs().")
+        arr = self._features[layer]
+        return arr if self._rows is None else np.asarray(arr)[self._rows]
 
     def items(self) -> Iterator[tuple[str, np.ndarray]]:
-        return iter(self._layers.items())
+        """(layer, raw features) pairs; every layer's features must be available."""
+        return ((name, self[name]) for name in self._names)
+
+    # -- statistics ------------------------------------------------------------------------------
+    def n_features(self, layer: str) -> int:
+        """Number of features of ``layer``."""
+        if layer in self._features:
+            return int(self._features[layer].shape[1])
+        return int(self._require_stats(layer).widths[layer])
+
+    def _require_stats(self, layer: str) -> LayerStatistics:
+        if self._stats is None or layer not in self._stats.widths:
+            raise KeyError(layer)
+        return self._stats
+
+    def _missing(self, layer: str, what: str):
+        from framework.errors import DataError
+
+        return DataError(f"Layer '{layer}': {what} is not in the activation cache and the raw features were not "
+                         "kept; the metric asked for a statistic it did not declare in needs() (declare it), or "
+                         "its stimuli differ from the dataset's; re-run with --keep-activations to score from "
+                         "the features.")
+
+    def _view_rows(self) -> np.ndarray | None:
+        return self._rows
+
+    def finite(self, layer: str) -> bool:
+        """Whether every feature of ``layer`` is finite over this object's stimuli."""
+        if self._stats is not None and layer in self._stats.summary:
+            fin = self._stats.summary[layer]["finite"]
+            return bool(np.all(fin if self._rows is None else fin[self._rows]))
+        return bool(np.isfinite(np.asarray(self[layer])).all())
+
+    def constant_layers(self, rows: np.ndarray | None = None) -> list[str]:
+        """Layers whose features are the same for every stimulus (of ``rows``, rows of this object).
+
+        From the per-stimulus digests when cached (a layer holding NaN is never constant),
+        else from the features (:func:`framework.numerics.layers.constant_layers`).
+        """
+        from framework.numerics.layers import constant_layers
+
+        out = []
+        for name in self._names:
+            if self._stats is not None and name in self._stats.summary:
+                s = self._stats.summary[name]
+                idx = self._compose(rows)
+                dig = s["digests"] if idx is None else s["digests"][idx]
+                fin = s["finite"] if idx is None else s["finite"][idx]
+                if dig.shape[0] >= 2 and fin.all() and (dig == dig[:1]).all():
+                    out.append(name)
+            elif constant_layers([(name, self[name])], rows=rows):
+                out.append(name)
+        return out
+
+    def _compose(self, rows: np.ndarray | None) -> np.ndarray | None:
+        """``rows`` of this object as rows of the stored arrays."""
+        if rows is None:
+            return self._rows
+        rows = np.asarray(rows, dtype=np.int64)
+        return rows if self._rows is None else self._rows[rows]
+
+    def gram(self, layer: str, *, center: bool, rows: np.ndarray | None = None,
+             check_finite: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Gram matrix of ``layer`` over this object's stimuli (or ``rows`` of them, in that order).
+
+        Parameters
+        ----------
+        layer : str
+        center : bool
+            Of the features centred over the stimuli they were stored with
+            (:func:`framework.numerics.gram.gram` with ``center=True``): distances between rows
+            are those of the features; re-centre with :func:`framework.numerics.gram.recentered_gram`
+            or double centring for the centred Gram matrix of a subset.
+        rows : ndarray of int, optional
+        check_finite : bool
+            Raise :class:`DataError` when the layer has NaN/inf features.
+
+        Returns
+        -------
+        gram : ndarray, (n, n) float64
+        row_sums : ndarray, (n,) float64, or None
+            ``X 1`` when ``center`` is false; None for the centred matrix.
+        """
+        from framework.errors import DataError
+        from framework.numerics.gram import gram as build
+
+        if check_finite and not self.finite(layer):
+            raise DataError(f"Features of layer '{layer}' contain NaN/inf; fix the activations (e.g. clear "
+                            "the activation cache with 'framework cache prune').")
+        idx = self._compose(rows)
+        kind = "centered_gram" if center else "gram"
+        stats = self._stats.grams.get((layer, kind)) if self._stats is not None else None
+        if stats is None:
+            if layer not in self._features:
+                raise self._missing(layer, f"its {kind.replace('_', ' ')}")
+            g, sums = build(self._features[layer], center=center, check_finite=False)
+            stats = {"gram": g, "row_sums": sums}
+            if self._stats is not None:
+                self._stats.grams[(layer, kind)] = stats
+            elif self._rows is None:
+                self._stats_cache().grams[(layer, kind)] = stats
+        g = stats["gram"]
+        sums = stats.get("row_sums") if not center else None
+        if idx is not None:
+            g = g[np.ix_(idx, idx)]
+            sums = None if sums is None else sums[idx]
+        return g, sums
+
+    def _stats_cache(self) -> LayerStatistics:
+        """Statistics computed from features, kept with this object (features-only activations)."""
+        if self._stats is None:
+            self._stats = LayerStatistics(self._names, {k: int(v.shape[1]) for k, v in self._features.items()})
+        return self._stats
+
+    def fold_grams(self, layer: str, trains: list[np.ndarray], *, standardize: bool) -> np.ndarray:
+        """Per-fold z-scored Gram matrices of ``layer`` (:func:`framework.numerics.gram.fold_grams`).
+
+        Parameters
+        ----------
+        layer : str
+        trains : list of ndarray of int
+            Training rows (of this object) of each fold.
+        standardize : bool
+
+        Returns
+        -------
+        ndarray, (n_folds, n_stimuli, n_stimuli) float64
+            Over this object's stimuli, in its order.
+        """
+        from framework.errors import DataError
+        from framework.layer_stats import fold_key
+        from framework.numerics.gram import fold_grams
+
+        if not self.finite(layer):
+            raise DataError(f"Layer '{layer}' has NaN/inf activations; re-extract it (clear the cache).")
+        base = [np.asarray(t, dtype=np.int64) if self._rows is None else self._rows[np.asarray(t, dtype=np.int64)]
+                for t in trains]
+        found = [] if self._stats is None else [self._stats.folds.get((layer, fold_key([t], standardize)))
+                                                for t in base]
+        if found and all(f is not None for f in found):
+            grams = np.stack(found)
+        elif layer in self._features:
+            splits = [(t, np.zeros(0, dtype=np.int64)) for t in base]
+            grams = fold_grams(self._features[layer], splits, standardize=standardize, layer=layer)
+        else:
+            raise self._missing(layer, f"the Gram matrices of {len(trains)} cross-validation fold(s)")
+        if self._rows is not None:
+            grams = grams[:, self._rows][:, :, self._rows]
+        return grams
+
+    def select(self, rows: np.ndarray | None, stimulus_ids: tuple[str, ...], info: dict[str, Any]) -> Activations:
+        """The same layers over ``rows`` of this object's stimuli (in that order), without copying."""
+        idx = self._compose(rows)
+        return Activations(self._features, stimulus_ids, info, stats=self._stats, rows=idx)
+
+
+@dataclass
+class LayerStatistics:
+    """Statistics of a model's layers from the activation cache (see :class:`Activations`).
+
+    Parameters
+    ----------
+    layers : tuple of str
+        Layer order.
+    widths : dict of str -> int
+        Number of features of each layer.
+    summary : dict of str -> dict
+        Per layer ``digests`` (n_stimuli, 16) uint8 and ``finite`` (n_stimuli,) bool.
+    grams : dict of (str, str) -> dict
+        ``(layer, "gram" | "centered_gram")`` -> ``{"gram": (n, n) float64[, "row_sums": (n,)]}``.
+    folds : dict of (str, str) -> ndarray
+        ``(layer, fold key)`` -> that fold's (n, n) float64 Gram matrix
+        (:func:`framework.layer_stats.fold_key` of the fold's training rows and standardisation).
+    """
+
+    layers: tuple[str, ...]
+    widths: dict[str, int]
+    summary: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    grams: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
+    folds: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
 
 
 @dataclass

@@ -82,6 +82,8 @@ def constant_layers(layers: Mapping[str, np.ndarray] | Iterable[tuple[str, np.nd
     list of str
         The constant layers, in the order given.
     """
+    if hasattr(layers, "constant_layers"):  # Activations: from cached per-stimulus digests when present
+        return layers.constant_layers(rows)
     items = layers.items() if hasattr(layers, "items") else layers
     out = []
     for name, arr in items:

@@ -27,6 +27,7 @@ import numpy as np
 
 from framework.contracts import LayerAreaMap, MetricPlugin
 from framework.errors import DataError
+from framework.layer_stats import Need
 from framework.numerics.rsa import site_rsa
 from framework.numerics.stats import (
     SITE_ALTERNATIVES,
@@ -38,7 +39,7 @@ from framework.numerics.stats import (
     table_spearman,
 )
 from framework.params import PluginParams, param
-from framework.types import Activations, Responses, Score, Target
+from framework.types import Activations, Dataset, Responses, Score, Target
 
 log = logging.getLogger("framework.metrics.alignment")
 
@@ -160,6 +161,10 @@ class AlignmentMetric(MetricPlugin):
 
     Params = AlignmentParams
     name = "alignment"
+
+    def needs(self, dataset: Dataset, *, seed: int = 0) -> list[Need]:
+        """Euclidean layer RDMs: the Gram matrix of each layer's centred features."""
+        return [Need.gram(centered=True)]
 
     def parameters(self) -> dict[str, Any]:
         """The declared parameters plus the fixed RSA settings of the published method."""

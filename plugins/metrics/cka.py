@@ -56,6 +56,7 @@ import numpy as np
 
 from framework.contracts import LayerAreaMap, MetricPlugin
 from framework.errors import ConfigError, DataError
+from framework.layer_stats import Need
 from framework.numerics.areas import area_groups
 from framework.numerics.gram import centered_gram
 from framework.numerics.layers import BASELINE_LAYERS, candidate_layers, check_constant_sides, heldout_choice
@@ -205,6 +206,10 @@ class CKAMetric(MetricPlugin):
         """The declared parameters plus the fixed kernel and estimator, which identify the scores."""
         return {**super().parameters(), "kernel": "linear", "hsic": "unbiased"}
 
+    def needs(self, dataset: Dataset, *, seed: int = 0) -> list[Need]:
+        """The linear kernel of each layer: the Gram matrix of its centred features."""
+        return [Need.gram(centered=True)]
+
     def check(self, dataset: Dataset) -> None:
         """Refuse folds the dataset's stimuli cannot give (before any computation): every held-out
         fold needs at least 4 stimuli (the unbiased HSIC), so ``n_splits <= n // 4``."""
@@ -255,8 +260,10 @@ class CKAMetric(MetricPlugin):
         train = np.full((n_areas, n_folds, n_layers), np.nan)    # CKA on each fold's training stimuli
         test = np.full((n_areas, n_folds, n_layers), np.nan)     # ... and on its held-out stimuli
         rows: dict[str, list] = {"layer": [], "layer_index": [], "area": [], "n_sites": [], "cka": []}
-        for li, (layer, arr) in enumerate(activations.items()):
-            g = centered_gram(arr if order is None else arr[order])  # (n, n) float64, target order
+        for li, layer in enumerate(activations.layers):
+            # (n, n) float64 in target order: the target has exactly the activations' stimuli, so the cached
+            # Gram matrix of the features centred over them is this layer's linear kernel
+            g, _ = activations.gram(layer, center=True, rows=order, check_finite=False)
             whole = _Part(g)
             folds = [(_Part(g, tr), _Part(g, te)) for tr, te in splits]
             for ai, area in enumerate(areas):

@@ -65,6 +65,7 @@ baseline layer (``pixels_r``). Missing values are None.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from typing import Any, ClassVar, Literal
@@ -74,9 +75,10 @@ from pydantic import field_validator
 
 from framework.contracts import LayerAreaMap, MetricPlugin
 from framework.errors import ConfigError, DataError
+from framework.layer_stats import Need
 from framework.numerics.areas import area_groups
 from framework.numerics.ceiling import split_half_reliability
-from framework.numerics.gram import fold_grams, standardized
+from framework.numerics.gram import standardized
 from framework.numerics.layers import BASELINE_LAYERS, candidate_layers, check_constant_sides, heldout_choice
 from framework.numerics.ridge import DEFAULT_ALPHAS, fit_predict
 from framework.numerics.splits import kfold_splits
@@ -118,6 +120,18 @@ MIN_TEST = 3
 def _min_train(n: int, k: int) -> int:
     """Stimuli in the smallest training fold of ``k`` folds of ``n`` (the largest fold, ceil(n/k), held out)."""
     return n - -(-n // k)
+
+
+@contextlib.contextmanager
+def _quiet_splits():
+    """Silence the fold-drawing messages at plan time (they are logged when the cell is scored)."""
+    logger = logging.getLogger("framework.numerics.splits")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class LinearPredictivityParams(PluginParams):
@@ -198,29 +212,27 @@ class LinearPredictivityMetric(MetricPlugin):
         return np.asarray(self.params.alphas, dtype=np.float64)
 
     # -- one layer ---------------------------------------------------------------------------
-    def _layer(self, x: np.ndarray, y: np.ndarray, splits: list, labels: np.ndarray | None,
-               seed: int, order: np.ndarray | None = None,
-               layer: str = "layer") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _layer(self, activations: Activations, layer: str, y: np.ndarray, splits: list,
+               labels: np.ndarray | None, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Held-out and training-fold r per fold and site, and the chosen penalties.
 
-        ``x`` is the layer (n_stimuli, n_features) in activation order; ``order``
-        puts its rows in target order. Returns r_test, r_train, alpha, each
-        (n_folds, n_sites) float64 (alpha NaN for PLS).
+        ``activations`` are in target order. Wide folds (more features than training stimuli)
+        are fitted from the layer's per-fold z-scored Gram matrices, narrow ones from its
+        features. Returns r_test, r_train, alpha, each (n_folds, n_sites) float64 (alpha NaN for PLS).
         """
         n_folds, n_sites = len(splits), y.shape[1]
         r_test = np.empty((n_folds, n_sites))
         r_train = np.empty((n_folds, n_sites))
         alpha = np.full((n_folds, n_sites), np.nan)
-        p = x.shape[1]
+        p = activations.n_features(layer)
         wide = [self.params.regression == "ridge" and p > train.size for train, _ in splits]
-        grams = xf = None
-        if any(wide):  # wide layer: kernels of every fold from one blockwise pass over the layer
-            grams = fold_grams(x, [s for s, w in zip(splits, wide) if w], standardize=self.params.standardize,
-                               order=order, layer=layer)
+        xf = None
+        if any(wide):  # wide layer: kernels of every fold from one blockwise pass over the layer (or the cache)
+            grams = activations.fold_grams(layer, [s[0] for s, w in zip(splits, wide) if w],
+                                           standardize=self.params.standardize)
             gram_of = {f: g for f, g in zip(np.flatnonzero(wide), grams)}
         if not all(wide):
-            xf = np.asarray(x, dtype=np.float64)  # converted once for all folds
-            xf = xf if order is None else xf[order]
+            xf = np.asarray(activations[layer], dtype=np.float64)  # converted once for all folds
             _check_finite(xf, layer)
         for f, (train, test) in enumerate(splits):  # K folds; each vectorised over sites
             inner_seed = seed + 1 + f
@@ -266,6 +278,24 @@ class LinearPredictivityMetric(MetricPlugin):
             return np.asarray(model.predict(x_test), dtype=np.float64).reshape(x_test.shape[0], -1)
 
     # -- plan-time check ------------------------------------------------------------------------
+    def needs(self, dataset: Dataset, *, seed: int = 0) -> list[Need]:
+        """Per-fold z-scored Gram matrices (wide layers) and features (layers narrower than a training fold).
+
+        The folds are those :meth:`score` draws for a target over the dataset's stimuli in the
+        dataset's order (same seed and category labels); PLS regression needs the features.
+        """
+        if self.params.regression == "pls":
+            return [Need.features()]
+        labels = dataset.stimuli.labels if self.params.stratify else None
+        if labels is not None and any(label is None for label in labels):
+            labels = None
+        with _quiet_splits():
+            splits, _ = kfold_splits(len(dataset.stimuli), n_splits=self.params.n_splits, seed=seed,
+                                     labels=None if labels is None else np.asarray(labels).astype(str))
+        trains = [train for train, _ in splits]
+        return [Need.fold_grams(trains, standardize=self.params.standardize),
+                Need.features(max_width=max(t.size for t in trains))]
+
     def check(self, dataset: Dataset) -> None:
         """Refuse folds the dataset's stimuli cannot give (before any computation).
 
@@ -331,8 +361,9 @@ class LinearPredictivityMetric(MetricPlugin):
         r_test = np.empty((n_layers, n_folds, n_sites))
         r_train = np.empty((n_layers, n_folds, n_sites))
         alphas = np.empty((n_layers, n_folds, n_sites))
-        for li, (layer, arr) in enumerate(activations.items()):  # finiteness is checked while reading
-            r_test[li], r_train[li], alphas[li] = self._layer(arr, y, splits, labels, seed, order, layer)
+        acts = activations if order is None else activations.select(order, target.stimulus_ids, activations.info)
+        for li, layer in enumerate(layers):  # finiteness is checked while reading
+            r_test[li], r_train[li], alphas[li] = self._layer(acts, layer, y, splits, labels, seed)
             log.debug("linear-predictivity: layer %s done", layer)
         return self._assemble(layers, target, groups, headline_areas, r_test, r_train, alphas, ceiling,
                               stratified, n)

@@ -54,6 +54,7 @@ from pydantic import model_validator
 
 from framework.contracts import LayerAreaMap, MetricPlugin
 from framework.errors import ConfigError, DataError
+from framework.layer_stats import Need
 from framework.numerics import rdm as _rdm
 from framework.numerics.areas import area_groups, ordered_areas
 from framework.numerics.ceiling import CEILING_CONVENTIONS, RDMCeiling, convention_scores, rdm_noise_ceiling
@@ -180,6 +181,14 @@ class RSAMetric(MetricPlugin):
 
     Params = RSAParams
     name = "rsa"
+
+    def needs(self, dataset: Dataset, *, seed: int = 0) -> list[Need]:
+        """The Gram matrix each layer RDM is made from: centred for (squared) Euclidean distances."""
+        distance = self.params.distance
+        if distance == "auto":
+            made_with = getattr(dataset.rdms, "distance", None) if dataset.kind == "rdms" else "euclidean"
+            distance = made_with if made_with in _rdm.DISTANCES else "euclidean"
+        return [Need.gram(centered=distance in ("euclidean", "sqeuclidean"))]
 
     def check(self, dataset: Dataset) -> None:
         """Refuse stimulus folds the dataset cannot give (responses; before any computation).
