@@ -457,6 +457,26 @@ _LAYER_RDM_MEMO: dict[tuple, np.ndarray] = {}
 _LAYER_RDM_MEMO_SIZE = 4
 
 
+def _layer_rdm(activations: Activations, layer: str, distance: str, order: np.ndarray | None) -> np.ndarray:
+    """Condensed RDM of one layer from its Gram matrix (cached statistic or built from the features).
+
+    The same numbers as :func:`rdm` on the layer's features: the Gram matrix is centred over
+    all stored stimuli for Euclidean distances, the rows are selected afterwards.
+    """
+    n = len(activations.stimulus_ids) if order is None else len(order)
+    width = activations.n_features(layer)
+    if n < 3:
+        raise DataError(f"layer '{layer}' has {n} stimuli; an RDM comparison needs at least 3.")
+    if width < 1:
+        raise DataError(f"layer '{layer}' has no features.")
+    g, sums = activations.gram(layer, center=distance in ("euclidean", "sqeuclidean"))
+    square = rdm_from_gram(g, np.zeros(g.shape[0]) if sums is None else sums, width, distance)
+    if order is not None:
+        square = square[np.ix_(order, order)]
+    iu, ju = triu_indices(square.shape[0])
+    return square[iu, ju]
+
+
 def layer_rdms(activations: Activations, stimulus_ids: tuple[str, ...], distance: str) -> np.ndarray:
     """Condensed RDM of every layer over the target's stimuli, in the target's order.
 
@@ -491,8 +511,7 @@ def layer_rdms(activations: Activations, stimulus_ids: tuple[str, ...], distance
         hit = _LAYER_RDM_MEMO.get(memo_key)
         if hit is not None:
             return hit
-    cols = [rdm(activations[name], distance, order=None if identity else order, name=f"layer '{name}'")
-            for name in activations.layers]
+    cols = [_layer_rdm(activations, name, distance, None if identity else order) for name in activations.layers]
     out = np.column_stack(cols)
     if memo_key is not None:
         out.setflags(write=False)
