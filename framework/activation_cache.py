@@ -1,29 +1,32 @@
-"""On-disk, content-addressed cache of layer activations.
+"""On-disk, content-addressed cache of what metrics need from layer activations.
 
-Layout under ``root``::
+Layout under ``root`` (the user cache's ``activations`` folder, shared by every store)::
 
-    <key>/meta.json          layer order, file names, widths, stimulus ids, provenance (info)
-    <key>/layer_000.npy      (n_stimuli, n_features) float32, one file per layer, in layer order
-    <key>/checksums.json     size and XXH3-128 hash of meta.json and every layer file
-    <key>.<rid>/...          a reduced copy (SRP or PCA) derived from entry <key>
-    .tmp-<key16>-<host>-<pid>-<rand>/   an extraction in progress
+    <key>@<need>/meta.json      statistic, layer order, widths, stimulus ids, provenance (info)
+    <key>@<need>/L000_gram.npy  one file per (layer, array) of the statistic
+    <key>/meta.json, layer_000.npy   raw features (n_stimuli, n_features) float32, only when kept
+    <entry>/checksums.json      size and XXH3-128 hash of meta.json and every file
+    .tmp-<key16>-<host>-<pid>-<rand>/   an extraction in progress (scratch features, entries)
 
-An extraction streams each batch straight into its per-layer ``.npy`` files (created with
-:func:`numpy.lib.format.open_memmap`, filled with positioned writes from one writer thread
-that overlaps the writes with the next forward pass) inside a temporary directory, writes
-``meta.json`` and the checksums (:func:`framework.fileio.write_checksums`) last, then renames
-the directory to its key in one atomic step. :meth:`ActivationCache.get` only accepts a
-directory whose files match their checksums (verified on the entry's first use in a process,
-then only when a file's size or times change), whose ``meta.json`` is complete, whose files have
-the recorded shapes and, when the caller gives them, whose stimulus ids are the expected ones.
-Anything else is logged as a warning naming the entry and what differed, the entry is
-discarded and ``get`` returns None, so the caller extracts again: an interrupted run, flipped
-bytes, an edited ``meta.json`` or an entry of an older version without checksums never give a
-score. Temporary directories of dead processes (or older than :data:`STALE_AGE_S`) are removed.
-Peak memory is two batches of activations, whatever the number of stimuli and layers.
+``key`` identifies the features (model, weights, layers, preprocessing, dataset, reduction:
+:meth:`ActivationCache.key`); ``<need>`` the statistic (:attr:`framework.layer_stats.Need.id`).
+:meth:`ActivationCache.load` serves the statistics a run's metrics declared
+(:mod:`framework.layer_stats`); on a miss it runs the model once, streaming each batch
+into scratch files (no durability barrier: they are deleted afterwards), computes every
+missing statistic from them in column blocks (bounded memory), and publishes each entry
+by writing ``meta.json`` and the checksums (:func:`framework.fileio.write_checksums`) last
+and renaming its directory in one atomic step. Raw features become an entry only when a
+metric needs them or the caller keeps them (``keep_features``), reduced first when a
+reduction is set. Reading only accepts a directory whose files match their checksums
+(verified on the entry's first use in a process, then only when a file's size or times
+change), whose ``meta.json`` is complete and whose stimulus ids are the expected ones;
+anything else is logged as a warning naming the entry, discarded, and rebuilt. Two
+processes racing on one key both compute it; the first rename wins. Temporary
+directories of dead processes (or older than :data:`STALE_AGE_S`) are removed.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -48,7 +51,8 @@ from framework.fileio import (
     verify_checksums,
     write_checksums,
 )
-from framework.types import Activations, StimulusSet, digest_of
+from framework.layer_stats import ColumnReader, Need, compute, fold_key
+from framework.types import Activations, LayerStatistics, StimulusSet, digest_of
 from framework.validation import check_option
 
 log = logging.getLogger("framework.activation_cache")
@@ -59,6 +63,7 @@ FORMAT_VERSION = 1
 CHUNK_BYTES = 64 << 20
 REDUCTION_METHODS = ("srp", "pca")
 _KEY_RE = re.compile(r"^[0-9a-f]{64}(\.[0-9a-f]{16})?$")
+_ENTRY_RE = re.compile(r"^[0-9a-f]{64}(\.[0-9a-f]{16})?(@[0-9a-f]{16})?$")
 _TMP_PREFIX = ".tmp-"
 
 
@@ -220,11 +225,12 @@ class ActivationCache:
     def _new_tmp(self, key: str) -> Path:
         return make_temp_dir(self.root, _TMP_PREFIX, key[:16])
 
-    def _publish(self, tmp: Path, key: str, meta: dict[str, Any]) -> Activations:
-        """Write meta.json and the checksums last, then rename ``tmp`` to the entry (atomic).
+    def _publish(self, tmp: Path, name: str, meta: dict[str, Any], *, verify: bool = True) -> Activations | None:
+        """Write meta.json and the checksums last, then rename ``tmp`` to entry ``name`` (atomic).
 
-        A concurrent winner is kept. The entry is read back through :meth:`get`, which verifies
-        the checksums against the files on disk.
+        A concurrent winner (a complete entry of the same name, matching its checksums) is kept.
+        With ``verify``, the features entry is read back through :meth:`get`, which verifies the
+        checksums against the files on disk.
         """
         meta_path = tmp / "meta.json"
         with open(meta_path, "w") as fh:
@@ -232,13 +238,13 @@ class ActivationCache:
             fh.flush()
             os.fsync(fh.fileno())
         write_checksums(tmp)
-        final = self.root / key
-        if final.exists() and self.get(key) is None:  # an incomplete entry: move it away first
-            discard_dir(final, _TMP_PREFIX, key[:16])
+        final = self.root / name
+        if final.exists() and not _complete(final):  # an incomplete or damaged entry: move it away first
+            discard_dir(final, _TMP_PREFIX, name[:16])
         try:
             os.rename(tmp, final)
         except OSError:
-            if self.get(key) is None:
+            if not _complete(final):
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
@@ -250,7 +256,9 @@ class ActivationCache:
                 os.close(dfd)
         except OSError:  # pragma: no cover - directories cannot be fsynced on some systems
             pass
-        out = self.get(key, stimulus_ids=meta["stimulus_ids"])
+        if not verify:
+            return None
+        out = self.get(name, stimulus_ids=meta["stimulus_ids"])
         if out is None:  # pragma: no cover - only if the folder vanished or was changed under us
             raise DataError(f"Activation cache entry '{final}' disappeared or changed right after it was written "
                             "(see the warning above); check that nothing else writes to the cache folder.")
@@ -275,8 +283,8 @@ class ActivationCache:
         progress : callable, optional
             Called with the number of stimuli done so far after every batch.
         reduction : dict, optional
-            See :func:`normalise_reduction`. The full entry is extracted (or reused) first and
-            the reduced one derived from it.
+            See :func:`normalise_reduction`. The features are reduced before they are kept (the
+            full features only ever exist as scratch files of the extraction).
 
         Returns
         -------
@@ -293,25 +301,24 @@ class ActivationCache:
         if red is not None and rid != reduction_id(red):
             raise ConfigError(f"Activation cache key '{key}' was not made with reduction {red}; "
                               "build the key with ActivationCache.key(..., reduction=<the same dict>).")
-        hit = self.get(key, stimulus_ids=stimuli.ids)
-        if hit is not None:
-            log.debug("Activation cache hit %s", key)
-            return hit
-        self.clean_stale()
-        if red is not None:
-            full = self.extract(model, stimuli, layers, key=full_key, batch_size=batch_size, progress=progress)
-            return self._reduce(full, key, red)
-        return self._extract_full(model, stimuli, list(layers), key, batch_size, progress)
+        acts, _ = self.load(model, stimuli, layers, key=key, needs=[], keep_features=True, reduction=red,
+                            batch_size=batch_size, progress=progress)
+        return acts
 
-    def _extract_full(self, model: ModelPlugin, stimuli: StimulusSet, layers: list[str], key: str,
-                      batch_size: int, progress: Callable[[int], Any] | None) -> Activations:
+    def _stream(self, tmp: Path, model: ModelPlugin, stimuli: StimulusSet, layers: list[str], key: str,
+                batch_size: int, progress: Callable[[int], Any] | None) -> dict[str, Any]:
+        """Run the model over ``stimuli`` and write every layer to ``tmp/layer_XXX.npy``; returns its meta.
+
+        The files are written with positioned writes from one writer thread that overlaps
+        them with the next forward pass, without a durability barrier (the caller fsyncs
+        what it keeps). At most two batches of activations are in memory.
+        """
         n = len(stimuli)
         if n == 0:
             raise DataError(f"Cannot extract activations of model '{model.name}' for an empty stimulus set.")
         weights = model.weights_info()
         shapes = model.layer_shapes()
         files = [f"layer_{i:03d}.npy" for i in range(len(layers))]
-        tmp = self._new_tmp(key)
         fds: dict[str, int] = {}
         offsets: dict[str, int] = {}
         widths: dict[str, int] = {}
@@ -324,10 +331,6 @@ class ActivationCache:
         def write(arrays: list[np.ndarray], start: int, stop: int) -> int:
             for layer, arr in zip(layers, arrays):
                 _pwrite_all(fds[layer], memoryview(arr).cast("B"), offsets[layer] + start * widths[layer] * 4)
-            # Flush this batch now, in the writer thread, while the model computes the next one:
-            # the durability barrier before the final rename then has (almost) nothing left to do.
-            for layer in layers:
-                os.fdatasync(fds[layer])
             return stop
 
         def wait_for_write() -> None:
@@ -380,15 +383,9 @@ class ActivationCache:
                 writer.shutdown(wait=True)
             if done != n:
                 raise PluginError(f"Model '{model.name}' yielded {done} stimuli, expected {n}.")
-            for fd in fds.values():
-                os.fsync(fd)
-        except BaseException:
+        finally:
             for fd in fds.values():
                 os.close(fd)
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        for fd in fds.values():
-            os.close(fd)
         info = {
             "model": model.name,
             "model_version": model.version(),
@@ -399,47 +396,278 @@ class ActivationCache:
             "reduction": None,
             "key": key,
         }
-        meta = {"format": FORMAT_VERSION, "key": key, "layers": layers, "files": files,
+        return {"format": FORMAT_VERSION, "key": key, "layers": layers, "files": files,
                 "n_features": [widths[layer] for layer in layers], "stimulus_ids": list(stimuli.ids), "info": info}
+
+    # -- statistics ---------------------------------------------------------------------------
+    @staticmethod
+    def stats_key(key: str, need: Need) -> str:
+        """Entry name of statistic ``need`` of the features ``key`` (the features entry itself for
+        ``Need.features()``)."""
+        return key if need.kind == "features" and need.max_width is None else f"{key}@{need.id}"
+
+    def _get_stats(self, key: str, need: Need, stimulus_ids: Sequence[str]) -> dict[str, Any] | None:
+        """Meta and arrays (memory-mapped) of a statistics entry, or None (absent, or damaged: discarded)."""
+        name = self.stats_key(key, need)
+        directory = self.root / name
+        meta_path = directory / "meta.json"
+        if not meta_path.is_file():
+            return None
+        n = len(stimulus_ids)
         try:
-            return self._publish(tmp, key, meta)
+            verify_checksums(directory)
+            meta = json.loads(meta_path.read_text())
+            if meta.get("format") != FORMAT_VERSION or meta.get("key") != name:
+                raise ValueError(f"meta.json has format {meta.get('format')} and key {meta.get('key')}, "
+                                 f"expected {FORMAT_VERSION} and this entry's name")
+            ids = tuple(meta["stimulus_ids"])
+            if ids != tuple(stimulus_ids):
+                raise ValueError(f"meta.json {_ids_difference(ids, tuple(stimulus_ids))}")
+            arrays: dict[str, dict[str, np.ndarray]] = {}
+            for layer, files in meta["arrays"].items():
+                arrays[layer] = {}
+                for what, fname in files.items():
+                    arr = np.load(directory / fname, mmap_mode="r", allow_pickle=False)
+                    if arr.shape[:1] != (n,) and not (what in ("grams", "wide") and (arr.ndim != 3 or
+                                                                                     arr.shape[1:] == (n, n))):
+                        raise ValueError(f"{fname} has shape {arr.shape}, expected {n} stimuli")
+                    arrays[layer][what] = arr
+        except Exception as exc:  # damaged entry: never served, discarded and rebuilt
+            detail = "; ".join(exc.problems) if isinstance(exc, ChecksumError) else f"{type(exc).__name__}: {exc}"
+            log.warning("Activation cache entry '%s' is damaged (%s); it is discarded and will be rebuilt.",
+                        directory, detail)
+            discard_dir(directory, _TMP_PREFIX, key[:16])
+            return None
+        _touch(directory)
+        return {"meta": meta, "arrays": arrays}
+
+    def lookup(self, key: str, needs: Sequence[Need], stimulus_ids: Sequence[str]) -> Activations | None:
+        """The cached statistics ``needs`` (and always the per-stimulus summary) of features ``key``,
+        as :class:`Activations`, or None when any is missing (nothing is computed).
+
+        Parameters
+        ----------
+        key : str
+            From :meth:`key`.
+        needs : sequence of Need
+            From the metrics' :meth:`~framework.contracts.MetricPlugin.needs`.
+        stimulus_ids : sequence of str, (n_stimuli,)
+            The dataset's stimuli, in order.
+        """
+        self._check_key(key)
+        needs = _all_needs(needs)
+        features: dict[str, np.ndarray] = {}
+        found: dict[Need, dict[str, Any]] = {}
+        full = None
+        for need in needs:
+            if need.kind == "features" and need.max_width is None:
+                full = self.get(key, stimulus_ids=stimulus_ids)
+                if full is None:
+                    return None
+                _touch(self.root / key)
+                continue
+            hit = self._get_stats(key, need, stimulus_ids)
+            if hit is None:
+                return None
+            found[need] = hit
+        summary = found[Need.summary()]
+        meta = summary["meta"]
+        layers = tuple(meta["layers"])
+        stats = LayerStatistics(layers, dict(zip(layers, (int(w) for w in meta["n_features"]))))
+        for need, hit in found.items():
+            for layer, arrays in hit["arrays"].items():
+                if need.kind == "summary":
+                    stats.summary[layer] = arrays
+                elif need.kind in ("gram", "centered_gram"):
+                    stats.grams[(layer, need.kind)] = arrays
+                elif need.kind == "fold_grams":
+                    for f, g in zip(arrays["wide"], arrays["grams"]):
+                        stats.folds[(layer, fold_key([np.asarray(need.trains[int(f)])], need.standardize))] = g
+                elif need.kind == "features":
+                    features[layer] = arrays["features"]
+        if full is not None:
+            features.update(full.items())
+        return Activations(features, tuple(stimulus_ids), meta["info"], stats=stats)
+
+    def load(self, model: ModelPlugin, stimuli: StimulusSet, layers: Sequence[str], *, key: str,
+             needs: Sequence[Need], keep_features: bool = False, reduction: dict | None = None,
+             batch_size: int = 32, progress: Callable[[int], Any] | None = None,
+             describe: dict[str, Any] | None = None) -> tuple[Activations, bool]:
+        """The statistics ``needs`` of ``model``'s ``layers`` over ``stimuli``, computing what is missing.
+
+        Parameters
+        ----------
+        model : ModelPlugin
+        stimuli : StimulusSet, (n_stimuli,)
+        layers : sequence of str
+            Layer names of ``model``, in order.
+        key : str
+            From :meth:`key` with the same ``reduction``.
+        needs : sequence of Need
+            What the run's metrics read (:meth:`~framework.contracts.MetricPlugin.needs`).
+        keep_features : bool
+            Also keep the raw features (reduced when ``reduction`` is set).
+        reduction : dict, optional
+            See :func:`normalise_reduction`: statistics are of the reduced features.
+        batch_size : int
+            Stimuli per forward pass.
+        progress : callable, optional
+            Called with the number of stimuli done so far after every batch.
+        describe : dict, optional
+            Added to the entries' provenance (e.g. ``{"dataset": name}``, shown by ``framework cache info``).
+
+        Returns
+        -------
+        activations : Activations
+            Statistics (and features where needed), memory-mapped read-only.
+        extracted : bool
+            Whether the model was run (False: everything came from the cache).
+        """
+        self._check_key(key)
+        red = normalise_reduction(reduction)
+        full_key, _, rid = key.partition(".")
+        if (red is None) != (not rid) or (red is not None and rid != reduction_id(red)):
+            raise ConfigError(f"Activation cache key '{key}' was not made with reduction {red}; build the key with "
+                              "ActivationCache.key(..., reduction=<the same dict>).")
+        wanted = _all_needs(list(needs) + ([Need.features()] if keep_features else []))
+        hit = self.lookup(key, wanted, stimuli.ids)
+        if hit is not None:
+            return hit, False
+        self.clean_stale()
+        kept = self.get(key, stimulus_ids=stimuli.ids)  # features kept by an earlier run: no forward pass
+        tmp = self._new_tmp(key)
+        try:
+            if kept is not None:
+                arrays, info, files = dict(kept.items()), dict(kept.info), None
+            else:
+                meta = self._stream(tmp, model, stimuli, list(layers), full_key, batch_size, progress)
+                meta["info"].update(describe or {})
+                if red is not None:
+                    meta = self._reduce_files(tmp, meta, key, red)
+                files = meta
+                info = meta["info"]
+                arrays = {layer: np.load(tmp / fname, mmap_mode="r")
+                          for layer, fname in zip(meta["layers"], meta["files"])}
+            widths = {layer: int(arr.shape[1]) for layer, arr in arrays.items()}
+            for need in wanted:
+                if need.kind == "features" and need.max_width is None:
+                    continue
+                if self._get_stats(key, need, stimuli.ids) is None:
+                    self._publish_stats(key, need, arrays, list(layers), widths, list(stimuli.ids), info)
+            if files is not None and Need.features() in wanted:
+                del arrays
+                _fsync_files(tmp, files["files"])
+                staged = tmp / "features"
+                staged.mkdir()
+                for fname in files["files"]:
+                    os.rename(tmp / fname, staged / fname)
+                self._publish(staged, key, files)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        out = self.lookup(key, wanted, stimuli.ids)
+        if out is None:  # pragma: no cover - only if entries vanished or changed under us
+            raise DataError(f"Activation cache entries of '{key[:16]}...' in '{self.root}' disappeared or changed "
+                            "right after they were written (see the warnings above); check that nothing else writes "
+                            "to the cache folder.")
+        return out, kept is None
+
+    def _publish_stats(self, key: str, need: Need, arrays: dict[str, np.ndarray], layers: list[str],
+                       widths: dict[str, int], stimulus_ids: list[str], info: dict[str, Any]) -> None:
+        """Compute statistic ``need`` of every layer (column blocks, bounded memory) and publish its entry."""
+        name = self.stats_key(key, need)
+        tmp = self._new_tmp(name)
+        try:
+            files: dict[str, dict[str, str]] = {}
+            for i, layer in enumerate(layers):
+                if not need.applies_to(widths[layer]):
+                    continue
+                if need.kind == "features":
+                    out = {"features": np.asarray(arrays[layer], dtype=np.float32)}
+                else:
+                    out = compute(ColumnReader(arrays[layer]), need, layer=layer)
+                files[layer] = {}
+                for what, arr in out.items():
+                    fname = f"L{i:03d}_{what}.npy"
+                    np.save(tmp / fname, np.ascontiguousarray(arr), allow_pickle=False)
+                    files[layer][what] = fname
+                del out
+            _fsync_files(tmp, [f for per in files.values() for f in per.values()])
+            meta = {"format": FORMAT_VERSION, "key": name, "need": need.describe(), "layers": layers,
+                    "n_features": [widths[layer] for layer in layers], "stimulus_ids": stimulus_ids,
+                    "arrays": files, "info": info}
+            self._publish(tmp, name, meta, verify=False)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
     # -- reduction --------------------------------------------------------------------------
-    def _reduce(self, full: Activations, key: str, red: dict[str, Any]) -> Activations:
-        n = len(full.stimulus_ids)
-        layers = list(full.layers)
-        files = [f"layer_{i:03d}.npy" for i in range(len(layers))]
+    def _reduce_files(self, tmp: Path, meta: dict[str, Any], key: str, red: dict[str, Any]) -> dict[str, Any]:
+        """Replace the scratch features in ``tmp`` by their reduction ``red``; returns the reduced meta.
+
+        The full features are read in blocks (:class:`framework.layer_stats.ColumnReader`) and
+        deleted once reduced; the reduced ones are what statistics and a kept entry are made of.
+        """
+        n = len(meta["stimulus_ids"])
         per_layer: dict[str, dict[str, Any]] = {}
         widths = []
-        tmp = self._new_tmp(key)
+        files = []
+        for i, (layer, fname) in enumerate(zip(meta["layers"], meta["files"])):
+            x = ColumnReader(np.load(tmp / fname, mmap_mode="r"))
+            d = x.shape[1]
+            if d > max(red["min_features"], red["n_components"]):
+                y, detail = (_srp(x, red["n_components"], red["seed"]) if red["method"] == "srp"
+                             else _pca(x, red["n_components"]))
+                per_layer[layer] = {"n_features_in": d, **detail}
+            else:
+                y = np.asarray(x[:, :], dtype=np.float32)
+                per_layer[layer] = {"n_features_in": d, "reduced": False}
+            del x
+            out_name = f"reduced_{i:03d}.npy"
+            np.save(tmp / out_name, np.ascontiguousarray(y, dtype=np.float32), allow_pickle=False)
+            os.unlink(tmp / fname)
+            os.rename(tmp / out_name, tmp / fname)
+            files.append(fname)
+            widths.append(int(y.shape[1]))
+            del y
+        info = dict(meta["info"])
+        info["reduction"] = {**red, "derived_from": info.get("key"), "layers": per_layer}
+        info["key"] = key
+        assert n == len(meta["stimulus_ids"])
+        return {**meta, "key": key, "files": files, "n_features": widths, "info": info}
+
+
+def _all_needs(needs: Sequence[Need]) -> list[Need]:
+    """``needs`` without repeats, the per-stimulus summary first."""
+    out = [Need.summary()]
+    for need in needs:
+        if need not in out:
+            out.append(need)
+    return out
+
+
+def _fsync_files(directory: Path, names: Sequence[str]) -> None:
+    for fname in names:
+        fd = os.open(directory / fname, os.O_RDONLY)
         try:
-            for layer, fname in zip(layers, files):
-                x = full[layer]
-                d = x.shape[1]
-                if d > max(red["min_features"], red["n_components"]):
-                    y, detail = (_srp(x, red["n_components"], red["seed"]) if red["method"] == "srp"
-                                 else _pca(x, red["n_components"]))
-                    per_layer[layer] = {"n_features_in": d, **detail}
-                else:
-                    y = x
-                    per_layer[layer] = {"n_features_in": d, "reduced": False}
-                out = np.lib.format.open_memmap(tmp / fname, mode="w+", dtype=np.float32, shape=(n, y.shape[1]))
-                step = max(1, CHUNK_BYTES // max(1, 8 * y.shape[1]))
-                for s in range(0, n, step):
-                    out[s:s + step] = y[s:s + step]
-                out.flush()
-                widths.append(int(y.shape[1]))
-                del out, y
-            info = dict(full.info)
-            info["reduction"] = {**red, "derived_from": full.info.get("key"), "layers": per_layer}
-            info["key"] = key
-            meta = {"format": FORMAT_VERSION, "key": key, "layers": layers, "files": files, "n_features": widths,
-                    "stimulus_ids": list(full.stimulus_ids), "info": info}
-            return self._publish(tmp, key, meta)
+            os.fsync(fd)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            os.close(fd)
+
+
+def _complete(directory: Path) -> bool:
+    """Whether an entry folder is complete and matches its checksums."""
+    if not (directory / "meta.json").is_file():
+        return False
+    try:
+        verify_checksums(directory)
+    except Exception:
+        return False
+    return True
+
+
+def _touch(directory: Path) -> None:
+    """Record that an entry was used now (its folder's times; ``framework cache prune --older-than``)."""
+    with contextlib.suppress(OSError):
+        os.utime(directory)
 
 
 def _srp(x: np.ndarray, n_components: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--signals", help="'all', signal names (lowgamma@150-350), bands (lowgamma) or plugin ids")
     run.add_argument("--metrics", help="'all' or a comma list (default: rsa)")
     run.add_argument("--dataset", help="registered dataset name (default: demo) or the path of a dataset TOML file")
-    run.add_argument("--store", help="directory for results, caches and leaderboard (default: ./results)")
+    run.add_argument("--store", help="directory for results and leaderboard (default: ./results); caches are in "
+                     "the user cache ($FRAMEWORK_CACHE_DIR), shared by every store")
     run.add_argument("--weights", choices=["auto", "pretrained", "random"],
                      help="auto (default): pretrained if available, else seeded random init")
     run.add_argument("--weights-file", action="append", metavar="MODEL=PATH",
@@ -134,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset-param", action="append", metavar="DATASET.PARAM=VALUE",
                      help="e.g. demo.n_images_per_category=10; repeatable")
     run.add_argument("--batch-size", type=int, help="stimuli per forward pass (default 32)")
+    run.add_argument("--keep-activations", action="store_true", default=None,
+                     help="also keep every layer's raw features in the cache (reduced with a reduction); by "
+                          "default only the statistics the metrics need are kept")
     run.add_argument("--seed", type=int, help="seed for random init, splits and permutations (default 0)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging (tracebacks of failed cells)")
@@ -152,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = sub.add_parser("leaderboard", help="print and write the leaderboard of a results store")
     board.add_argument("--store", type=Path, default=Path("results"))
+
+    cache = sub.add_parser("cache", help="show or prune the user cache shared by every store ($FRAMEWORK_CACHE_DIR)")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    cache_sub.add_parser("info", help="size of the cache by model and dataset")
+    prune = cache_sub.add_parser("prune", help="remove cache entries (rebuilt on demand)")
+    prune.add_argument("--older-than", metavar="AGE", help="entries not used for AGE (30d, 12h, 90m, or days)")
+    prune.add_argument("--model", help="entries of this model (as named in the run, e.g. alexnet:random)")
+    prune.add_argument("--dataset", help="entries of this dataset")
+    prune.add_argument("--all", action="store_true", help="every entry")
+    prune.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     return parser
 
 
@@ -278,6 +293,33 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from framework.cache_admin import entries, human_size, parse_age, prune, summarise
+    from framework.paths import user_cache_dir
+
+    root = user_cache_dir()
+    if args.cache_command == "info":
+        items = list(entries(root)) if root.is_dir() else []
+        rows = summarise(items)
+        print(f"Cache: {root}  ({human_size(sum(e.size for e in items))} in {len(items)} entries)")
+        if not rows:
+            return EXIT_OK
+        header = ("area", "model", "dataset", "entries", "size", "of which features", "last used")
+        table = [header] + [(g["area"], g["model"], g["dataset"], str(g["entries"]), human_size(g["size"]),
+                             human_size(g["features"]) if g["features"] else "-",
+                             time.strftime("%Y-%m-%d %H:%M", time.localtime(g["last_used"]))) for g in rows]
+        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+        for r in table:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        return EXIT_OK
+    older = parse_age(args.older_than) if args.older_than is not None else None
+    removed = prune(root, older_than=older, model=args.model, dataset=args.dataset, everything=args.all,
+                    dry_run=args.dry_run) if root.is_dir() else []
+    verb = "Would remove" if args.dry_run else "Removed"
+    print(f"{verb} {len(removed)} entries ({human_size(sum(e.size for e in removed))}) from {root}.")
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from framework.config import build_config, load_config_file
     from framework.scheduler import run
@@ -289,6 +331,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cli_fields: dict[str, Any] = {
         "models": args.models, "signals": args.signals, "metrics": args.metrics, "dataset": args.dataset,
         "store": args.store, "weights": args.weights, "batch_size": args.batch_size, "seed": args.seed,
+        "keep_activations": args.keep_activations,
         "layers": _layers_option(args.layers),
         "weights_files": _pairs(args.weights_file, "--weights-file") or None,
         "model_params": _plugin_params(args.model_param, "--model-param") or None,
@@ -365,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
-    handlers = {"run": cmd_run, "list": cmd_list, "layers": cmd_layers, "leaderboard": cmd_leaderboard}
+    handlers = {"run": cmd_run, "list": cmd_list, "layers": cmd_layers, "leaderboard": cmd_leaderboard,
+                "cache": cmd_cache}
     _handle_sigterm()
     try:
         return handlers[args.command](args)

@@ -37,7 +37,8 @@ class RunConfig(BaseModel):
     dataset : str
         A registered dataset name (``demo``) or the path of a dataset TOML file.
     store : Path
-        Directory for the results database, caches and the leaderboard files.
+        Directory for the results database and the leaderboard files (caches are in the
+        user cache, :func:`framework.paths.user_cache_dir`, shared by every store).
     weights : {"auto", "pretrained", "random"}
         ``auto`` tries pretrained weights and falls back to seeded random init.
     weights_files : dict of model name -> Path
@@ -49,6 +50,10 @@ class RunConfig(BaseModel):
         against its declaration before any work.
     batch_size : int
         Stimuli per forward pass.
+    keep_activations : bool
+        Also keep every layer's raw features in the activation cache (reduced when
+        ``reduction`` is set); by default the cache keeps only the statistics the run's
+        metrics declared (:mod:`framework.layer_stats`).
     seed : int
         Seed for random init, splits and permutations.
     progress : bool or None
@@ -71,6 +76,7 @@ class RunConfig(BaseModel):
     dataset_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     reduction: dict[str, Any] | None = None
     batch_size: StrictInt = Field(default=32, gt=0, le=4096)
+    keep_activations: StrictBool = False
     # 2**32 - 1: the largest seed every consumer takes. numpy's SeedSequence accepts any size and
     # torch.manual_seed anything below 2**64, but scikit-learn's random_state (the folds of
     # framework.numerics.splits, the random projection of a reduction) must lie in [0, 2**32 - 1];

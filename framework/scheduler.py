@@ -4,10 +4,16 @@ Stages, each done once and cached:
 
 1. load the dataset (the dataset plugin caches expensive generation);
 2. compute every requested signal in one pass per signal plugin
-   (``<store>/cache/responses/<key>.npz``);
-3. per model: extract activations once (``<store>/cache/activations/<key>/``,
-   one memory-mapped file per layer) and score every pending (signal, metric)
-   cell, writing each row to the results store as soon as it is computed.
+   (``<user cache>/responses/<key>.npz``);
+3. per model: run the network once and keep, per layer, the statistics the
+   metrics declared (:meth:`framework.contracts.MetricPlugin.needs`: Gram
+   matrices, per-fold Gram matrices; raw features only when a metric needs them
+   or ``keep_activations``) in ``<user cache>/activations/``, then score every
+   pending (signal, metric) cell, writing each row to the results store as soon
+   as it is computed.
+
+The user cache (:func:`framework.paths.user_cache_dir`) is shared by every
+store; ``framework cache info`` and ``framework cache prune`` manage it.
 
 A cell's key is settled in two steps: the plan hashes what the run asks for
 (:attr:`PlannedCell.cell` holds that provisional key); execution first resolves
@@ -34,12 +40,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import framework
 from framework.config import RunConfig
 from framework.contracts import MetricPlugin, ModelPlugin, SignalPlugin, WeightsInfo
 from framework.errors import ConfigError, DataError, FrameworkError, did_you_mean, unknown_name_error
+from framework.layer_stats import Need
 from framework.numerics.stimuli import stimulus_order
 from framework.paths import ensure_cache_dir, not_a_file, user_cache_dir
 from framework.registry import RANDOM_SUFFIX, Registry, load_registry
@@ -490,9 +495,7 @@ def _align(activations: Activations, target: Target, stimuli: StimulusSet) -> Ac
     idx = stimulus_order(activations.stimulus_ids, target.stimulus_ids, target="signal",
                          fix="The dataset's stimulus list and its recordings disagree; fix the dataset's "
                              "stimulus ids.")
-    if idx is None:
-        return Activations(dict(activations.items()), activations.stimulus_ids, info)
-    return Activations({k: np.asarray(v)[idx] for k, v in activations.items()}, tuple(target.stimulus_ids), info)
+    return activations.select(idx, tuple(target.stimulus_ids), info)
 
 
 class Scheduler:
@@ -502,7 +505,7 @@ class Scheduler:
         self.plan = plan
         self.store = store
         self.show_progress = _show_progress(progress)
-        self.cache_root = store.directory / "cache"
+        self.cache_root = ensure_cache_dir()  # the user cache, shared by every store
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self._versions = package_versions()
 
@@ -545,7 +548,8 @@ class Scheduler:
                     errors[name] = f"signal plugin '{self.plan.signal_plugin_names[name]}' returned no '{name}'"
                     continue
                 targets[name] = computed[name]
-                save_target(computed[name], self.cache_root / "responses" / f"{self._signal_key(name)}.npz")
+                save_target(computed[name], self.cache_root / "responses" / f"{self._signal_key(name)}.npz",
+                            describe={"dataset": self.plan.dataset.name, "signal": name})
         for name, target in targets.items():
             summary.signal_info[name] = dict(getattr(target, "info", {}) or {})
         return targets, errors
@@ -613,6 +617,8 @@ class Scheduler:
         layers = choice.layers or model.default_layers()
         _check_layers(model, layers, choice.name)
         cache = ActivationCache(self.cache_root / "activations")
+        needs = self._needs(work)
+        ids = self.plan.dataset.stimuli.ids
 
         def key_for(weights: WeightsInfo) -> str:
             return cache.key(choice.name, choice.identity or model_identity(model, choice.params), weights,
@@ -620,7 +626,7 @@ class Scheduler:
                              self.plan.dataset.digest, self.plan.config.reduction)
 
         key = key_for(weights)
-        cached = cache.get(key, stimulus_ids=self.plan.dataset.stimuli.ids)
+        cached = cache.lookup(key, needs, ids)
         if cached is None:  # extraction needs the weights: loaded now unless kept from _identify
             actual = model.weights_info()
             if (actual.source, actual.digest) != (weights.source, weights.digest):
@@ -628,7 +634,7 @@ class Scheduler:
                             "keyed by the weights used.", choice.name, actual.label, actual.digest[:12])
                 weights = actual
                 key = key_for(weights)
-                cached = cache.get(key, stimulus_ids=self.plan.dataset.stimuli.ids)
+                cached = cache.lookup(key, needs, ids)
         info = {"activations_key": key, "layers": list(layers), "preprocessing": model.preprocessing(),
                 "plugin_version": model.version()}
         if cached is not None:
@@ -637,13 +643,26 @@ class Scheduler:
         n = len(self.plan.dataset.stimuli)
         t0 = time.perf_counter()
         with _bar(n, f"{choice.name}: activations", "img", show=self.show_progress) as bar:
-            acts = cache.extract(model, self.plan.dataset.stimuli, list(layers), key=key,
+            acts, _ = cache.load(model, self.plan.dataset.stimuli, list(layers), key=key, needs=needs,
                                  batch_size=self.plan.config.batch_size,
                                  progress=lambda done: bar.update(done - bar.n),  # reports cumulative counts
-                                 reduction=self.plan.config.reduction)
+                                 reduction=self.plan.config.reduction,
+                                 describe={"dataset": self.plan.dataset.name, "model_as_named": choice.name})
         info["extraction"] = f"{time.perf_counter() - t0:.2f} s"
         log.info("Extracted %d layers of '%s' for %d stimuli in %s.", len(layers), choice.name, n, info["extraction"])
         return acts, weights, info
+
+    def _needs(self, work: _ModelWork) -> list[Need]:
+        """What the metrics of ``work``'s pending cells read from each layer, plus the raw features
+        with ``keep_activations``."""
+        out: list[Need] = []
+        for name in dict.fromkeys(c.metric for c in work.cells):
+            for need in self.plan.metrics[name].needs(self.plan.dataset, seed=self.plan.config.seed):
+                if need not in out:
+                    out.append(need)
+        if self.plan.config.keep_activations and Need.features() not in out:
+            out.append(Need.features())
+        return out
 
     def _rekey(self, work: _ModelWork, weights: WeightsInfo, summary: RunSummary, bar: Any) -> list[PlannedCell]:
         """``work``'s cells keyed by ``weights`` (changed since :meth:`_identify`), minus those now in the store."""

@@ -24,7 +24,7 @@ from framework.fileio import CHECKSUM_ALGORITHM, atomic_file, new_hasher
 from framework.types import BrainRDMs, Responses, SiteTable, Target
 
 
-def save_target(target: Target, path: Path) -> None:
+def save_target(target: Target, path: Path, *, describe: dict | None = None) -> None:
     """Write ``target`` to ``path`` (``.npz``) atomically."""
     path = Path(path)
     arrays: dict[str, np.ndarray] = {}
@@ -43,6 +43,8 @@ def save_target(target: Target, path: Path) -> None:
             arrays[f"rdm_{i}"] = target.rdms[area]
     else:  # pragma: no cover - programming error
         raise TypeError(f"Cannot save {type(target).__name__}")
+    if describe:
+        meta["describe"] = dict(describe)  # e.g. the dataset's name, for `framework cache info`
     arrays["meta"] = np.frombuffer(json.dumps(meta, default=json_default).encode(), dtype=np.uint8)
     record = {"algorithm": CHECKSUM_ALGORITHM, "hash": _arrays_checksum(arrays)}
     arrays["checksum"] = np.frombuffer(json.dumps(record).encode(), dtype=np.uint8)

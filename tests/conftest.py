@@ -15,9 +15,12 @@ if str(TESTS) not in sys.path:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test gets the user-level cache in a temporary folder (demo generation included),
-    shared across the session so the demo is generated once."""
-    cache = tmp_path_factory.getbasetemp() / "framework-cache"
+    """Every test gets its own user-level cache in a temporary folder (activations, signals), whose
+    ``datasets`` folder is shared across the session so the demo is generated once."""
+    shared = tmp_path_factory.getbasetemp() / "framework-cache-datasets"
+    shared.mkdir(exist_ok=True)
+    cache = tmp_path_factory.mktemp("framework-cache")
+    (cache / "datasets").symlink_to(shared, target_is_directory=True)
     monkeypatch.setenv("FRAMEWORK_CACHE_DIR", str(cache))
     monkeypatch.delenv("FRAMEWORK_PLUGINS", raising=False)
 
@@ -77,3 +80,13 @@ def offline(monkeypatch):
     monkeypatch.setattr(common, "host_unreachable", unreachable)
     return tried
 
+
+
+def epochs_metadata(rows: list[dict]):
+    """Trial metadata for ``mne.EpochsArray``: a DataFrame when pandas is installed (MNE then requires
+    one), else the list of dicts MNE accepts without pandas."""
+    try:
+        import pandas as pd
+    except ImportError:
+        return rows
+    return pd.DataFrame(rows)

@@ -13,6 +13,7 @@ import numpy as np
 from framework.contracts import DatasetPlugin, MetricPlugin, ModelPlugin, SignalPlugin, WeightsInfo
 from framework.errors import DataError
 from framework.hookspecs import hookimpl
+from framework.layer_stats import Need
 from framework.params import PluginParams, param
 from framework.registry import PluginSpec
 from framework.types import Dataset, Responses, Score, SiteTable, StimulusSet, digest_of
@@ -156,13 +157,18 @@ class FakeMetric(MetricPlugin):
         self.sleep = self.params.sleep
         self.fail_on = self.params.fail_on_signal_sign
 
+    def needs(self, dataset, *, seed=0):
+        """The feature mean of each stimulus is its row sum over the width: the uncentred Gram statistic."""
+        return [Need.gram(centered=False)]
+
     def score(self, activations, target, *, seed=0):
         if self.fail_on is not None and target.info.get("sign") == self.fail_on:
             raise ValueError("simulated metric failure")
         time.sleep(self.sleep)
         per_layer = {}
-        for layer, feats in activations.items():
-            x = np.asarray(feats, dtype=np.float64).mean(axis=1)
+        for layer in activations.layers:
+            _, sums = activations.gram(layer, center=False)
+            x = sums / activations.n_features(layer)
             rs = [np.corrcoef(x, target.data[:, j])[0, 1] for j in range(target.n_sites)]
             per_layer[layer] = float(np.mean(rs))
         best = max(per_layer, key=per_layer.__getitem__)

@@ -25,6 +25,7 @@ from framework.activation_cache import ActivationCache
 from framework.config import RunConfig
 from framework.errors import DataError
 from framework.fileio import CHECKSUMS_FILE, ChecksumError, verify_checksums, write_checksums
+from framework.layer_stats import Need
 from framework.scheduler import run
 from framework.store import ResultsStore
 from framework.target_io import load_target, save_target
@@ -189,6 +190,11 @@ def _values(tmp_path, sleep: float) -> dict[str, float]:
                 and r["provenance"]["metric"]["params"]["sleep"] == sleep}
 
 
+def _user_cache(sub: str) -> Path:
+    """A folder of the user cache (every test has its own, see conftest)."""
+    return Path(os.environ["FRAMEWORK_CACHE_DIR"]) / sub
+
+
 def _counting(monkeypatch, cls, method: str) -> list[str]:
     calls: list[str] = []
     original = getattr(cls, method)
@@ -207,9 +213,10 @@ def test_scheduler_re_extracts_a_damaged_activation_entry(fake_registry, tmp_pat
     run(_config(tmp_path), registry=fake_registry)
     before = _values(tmp_path, 0.0)
     assert extracts == ["extract"] and set(before) == {"resp"}
-    (entry_dir,) = [p.parent for p in (tmp_path / "store" / "cache" / "activations").glob("*/meta.json")]
+    # fake-corr declares the uncentred Gram statistic: its entry is what the scores come from
+    (entry_dir,) = _user_cache("activations").glob(f"*@{Need.gram(centered=False).id}")
     if damage == "flip layer bytes":
-        for layer_file in sorted(entry_dir.glob("layer_*.npy")):
+        for layer_file in sorted(entry_dir.glob("L*_row_sums.npy")):
             _flip_signs(layer_file)
     else:
         _swap_ids_in_meta(entry_dir / "meta.json")
@@ -226,7 +233,7 @@ def test_scheduler_recomputes_a_damaged_responses_entry(fake_registry, tmp_path,
     computes = _counting(monkeypatch, fake_plugins.FakeSignal, "compute")
     run(_config(tmp_path), registry=fake_registry)
     before = _values(tmp_path, 0.0)
-    (path,) = (tmp_path / "store" / "cache" / "responses").glob("*.npz")
+    (path,) = _user_cache("responses").glob("*.npz")
     # an edit through numpy keeps valid zip CRCs: swap two stimulus ids in the meta, keep the checksum
     with np.load(path) as npz:
         arrays = {k: npz[k] for k in npz.files}

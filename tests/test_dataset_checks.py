@@ -25,6 +25,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from conftest import epochs_metadata
 from framework.errors import ConfigError, DataError, FrameworkError
 from framework.types import EpochsMeta
 from plugins.datasets import _readers as rd
@@ -65,7 +66,8 @@ def _write_epochs(path: Path, *, channels=("A1", "A2"), bads=(), stimuli=tuple(S
     if data is None:
         data = np.random.default_rng(seed).standard_normal((len(stimuli), len(channels), N_TIMES)) * 1e-5
     info = mne.create_info(list(channels), SFREQ, "seeg")
-    epochs = mne.EpochsArray(data, info, tmin=TMIN, metadata=[{"stimulus": s} for s in stimuli], verbose="error")
+    epochs = mne.EpochsArray(data, info, tmin=TMIN, metadata=epochs_metadata([{"stimulus": s} for s in stimuli]),
+                             verbose="error")
     epochs.info["bads"] = list(bads)
     epochs.save(path, overwrite=True, fmt="double", verbose="error")
     return data

@@ -13,6 +13,7 @@ import scipy.io
 from PIL import Image
 from scipy.spatial.distance import squareform
 
+from conftest import epochs_metadata
 from framework.errors import ConfigError, DataError
 from framework.registry import get_plugin_manager, load_registry
 from framework.types import DEFAULT_AREA_ORDER, epochs_stimulus_ids
@@ -56,7 +57,7 @@ def _write_epochs(path: Path, channels, bads, stimuli, *, seed: int, data=None, 
         data = rng.standard_normal((len(stimuli), len(channels), 32)) * 1e-5
     info = mne.create_info(list(channels), SFREQ, types)
     md = [{"stimulus": s, "trial": i} for i, s in enumerate(stimuli)] if metadata == "default" else metadata
-    epochs = mne.EpochsArray(data, info, tmin=-0.1, metadata=md, verbose="error")
+    epochs = mne.EpochsArray(data, info, tmin=-0.1, metadata=epochs_metadata(md), verbose="error")
     epochs.info["bads"] = list(bads)
     epochs.save(path, overwrite=True, fmt="double", verbose="error")
     return data

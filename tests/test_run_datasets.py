@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, SHARED
+from conftest import ROOT, SHARED, epochs_metadata
 
 mne = pytest.importorskip("mne")
 
@@ -49,7 +50,7 @@ def _write_epochs_dataset(folder: Path) -> np.ndarray:
                 trials.append((noise + np.array([burst, 0 * burst])) * 1e-5)
                 md.append({"stimulus": f"im{k:02d}", "repetition": rep})
         info = mne.create_info(["A1", "A2"], SFREQ, "seeg")
-        epochs = mne.EpochsArray(np.array(trials), info, tmin=-0.5, metadata=md, verbose="error")
+        epochs = mne.EpochsArray(np.array(trials), info, tmin=-0.5, metadata=epochs_metadata(md), verbose="error")
         epochs.save(folder / "rec" / f"{subject}-epo.fif", verbose="error")
     (folder / "electrodes.tsv").write_text(
         "name\tsubject\tx\ty\tz\tarea\n"
@@ -83,7 +84,7 @@ def test_epochs_dataset_runs_end_to_end(tmp_path):
     from framework.target_io import load_target
 
     targets = {load_target(p).info["parameters"]["band"]: load_target(p)
-               for p in (store / "cache" / "responses").glob("*.npz")}
+               for p in (Path(os.environ["FRAMEWORK_CACHE_DIR"]) / "responses").glob("*.npz")}
     gamma, theta = targets["lowgamma"], targets["theta"]
     assert gamma.sites.names == ("sub-01/A1", "sub-01/A2", "sub-02/A1", "sub-02/A2")
     order = [int(s[2:]) for s in gamma.stimulus_ids]

@@ -345,7 +345,7 @@ class LinearPredictivityMetric(MetricPlugin):
         n, n_sites = y.shape
         candidate_layers(activations.layers, include_baselines=self.params.include_pixels,
                          metric="linear-predictivity")
-        check_constant_sides("linear-predictivity", activations, y, rows=order)
+        const = check_constant_sides("linear-predictivity", activations, y, rows=order)
         labels = stimulus_labels(activations, target, metric="linear-predictivity") if self.params.stratify else None
         splits, stratified = kfold_splits(n, n_splits=self.params.n_splits, seed=seed, labels=labels)
         if min(tr.size for tr, _ in splits) < MIN_TRAIN:
@@ -363,6 +363,9 @@ class LinearPredictivityMetric(MetricPlugin):
         alphas = np.empty((n_layers, n_folds, n_sites))
         acts = activations if order is None else activations.select(order, target.stimulus_ids, activations.info)
         for li, layer in enumerate(layers):  # finiteness is checked while reading
+            if layer in const:  # no prediction from features equal for every stimulus: undefined (warned above)
+                r_test[li] = r_train[li] = alphas[li] = np.nan
+                continue
             r_test[li], r_train[li], alphas[li] = self._layer(acts, layer, y, splits, labels, seed)
             log.debug("linear-predictivity: layer %s done", layer)
         return self._assemble(layers, target, groups, headline_areas, r_test, r_train, alphas, ceiling,
