@@ -195,14 +195,8 @@ class ActivationCache:
         if not meta_path.is_file():
             return None
         try:
-            verify_checksums(directory)
-            meta = json.loads(meta_path.read_text())
-            if meta.get("format") != FORMAT_VERSION or meta.get("key") != key:
-                raise ValueError(f"meta.json has format {meta.get('format')} and key {meta.get('key')}, "
-                                 f"expected {FORMAT_VERSION} and this key")
+            meta = _read_meta(directory, key, stimulus_ids)
             ids = tuple(meta["stimulus_ids"])
-            if stimulus_ids is not None and ids != tuple(stimulus_ids):
-                raise ValueError(f"meta.json {_ids_difference(ids, tuple(stimulus_ids))}")
             arrays: dict[str, np.ndarray] = {}
             for layer, fname, width in zip(meta["layers"], meta["files"], meta["n_features"], strict=True):
                 arr = np.load(directory / fname, mmap_mode="r")
@@ -210,10 +204,7 @@ class ActivationCache:
                     raise ValueError(f"{fname} is {arr.shape} {arr.dtype}, expected ({len(ids)}, {width}) float32")
                 arrays[layer] = arr
         except Exception as exc:  # damaged entry: never served, discarded and rebuilt
-            detail = "; ".join(exc.problems) if isinstance(exc, ChecksumError) else f"{type(exc).__name__}: {exc}"
-            log.warning("Activation cache entry '%s' is damaged (%s); it is discarded and will be re-extracted.",
-                        directory, detail)
-            discard_dir(directory, _TMP_PREFIX, key[:16])
+            _discard_damaged(directory, exc, "re-extracted")
             return None
         return Activations(arrays, ids, meta["info"])
 
@@ -415,28 +406,18 @@ class ActivationCache:
             return None
         n = len(stimulus_ids)
         try:
-            verify_checksums(directory)
-            meta = json.loads(meta_path.read_text())
-            if meta.get("format") != FORMAT_VERSION or meta.get("key") != name:
-                raise ValueError(f"meta.json has format {meta.get('format')} and key {meta.get('key')}, "
-                                 f"expected {FORMAT_VERSION} and this entry's name")
-            ids = tuple(meta["stimulus_ids"])
-            if ids != tuple(stimulus_ids):
-                raise ValueError(f"meta.json {_ids_difference(ids, tuple(stimulus_ids))}")
+            meta = _read_meta(directory, name, stimulus_ids)
             arrays: dict[str, dict[str, np.ndarray]] = {}
             for layer, files in meta["arrays"].items():
                 arrays[layer] = {}
                 for what, fname in files.items():
                     arr = np.load(directory / fname, mmap_mode="r", allow_pickle=False)
-                    if arr.shape[:1] != (n,) and not (what in ("grams", "wide") and (arr.ndim != 3 or
-                                                                                     arr.shape[1:] == (n, n))):
-                        raise ValueError(f"{fname} has shape {arr.shape}, expected {n} stimuli")
+                    ok = {"grams": arr.ndim == 3 and arr.shape[1:] == (n, n), "wide": arr.ndim == 1}
+                    if not ok.get(what, arr.shape[:1] == (n,)):
+                        raise ValueError(f"{fname} has shape {arr.shape}, which does not fit {n} stimuli")
                     arrays[layer][what] = arr
         except Exception as exc:  # damaged entry: never served, discarded and rebuilt
-            detail = "; ".join(exc.problems) if isinstance(exc, ChecksumError) else f"{type(exc).__name__}: {exc}"
-            log.warning("Activation cache entry '%s' is damaged (%s); it is discarded and will be rebuilt.",
-                        directory, detail)
-            discard_dir(directory, _TMP_PREFIX, key[:16])
+            _discard_damaged(directory, exc, "rebuilt")
             return None
         _touch(directory)
         return {"meta": meta, "arrays": arrays}
@@ -633,6 +614,28 @@ class ActivationCache:
         info["key"] = key
         assert n == len(meta["stimulus_ids"])
         return {**meta, "key": key, "files": files, "n_features": widths, "info": info}
+
+
+def _read_meta(directory: Path, name: str, stimulus_ids: Sequence[str] | None) -> dict[str, Any]:
+    """``meta.json`` of entry ``name`` once its files match their checksums, its format and name are
+    this version's and (when given) its stimulus ids are ``stimulus_ids``; else ValueError/ChecksumError."""
+    verify_checksums(directory)
+    meta = json.loads((directory / "meta.json").read_text())
+    if meta.get("format") != FORMAT_VERSION or meta.get("key") != name:
+        raise ValueError(f"meta.json has format {meta.get('format')} and key {meta.get('key')}, "
+                         f"expected {FORMAT_VERSION} and this entry's name")
+    ids = tuple(meta["stimulus_ids"])
+    if stimulus_ids is not None and ids != tuple(stimulus_ids):
+        raise ValueError(f"meta.json {_ids_difference(ids, tuple(stimulus_ids))}")
+    return meta
+
+
+def _discard_damaged(directory: Path, exc: BaseException, then: str) -> None:
+    """Warn that entry ``directory`` is damaged (what ``exc`` found) and discard it."""
+    detail = "; ".join(exc.problems) if isinstance(exc, ChecksumError) else f"{type(exc).__name__}: {exc}"
+    log.warning("Activation cache entry '%s' is damaged (%s); it is discarded and will be %s.", directory, detail,
+                then)
+    discard_dir(directory, _TMP_PREFIX, directory.name[:16])
 
 
 def _all_needs(needs: Sequence[Need]) -> list[Need]:

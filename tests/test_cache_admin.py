@@ -24,6 +24,7 @@ from framework.config import RunConfig
 from framework.errors import ConfigError
 from framework.scheduler import run
 from framework.store import ResultsStore
+from test_cache_integrity import _counting
 
 
 def _cache() -> Path:
@@ -35,18 +36,6 @@ def _config(store: Path, **kw) -> RunConfig:
                   store=store, progress=False)
     fields.update(kw)
     return RunConfig(**fields)
-
-
-def _counting(monkeypatch, cls, method: str) -> list[str]:
-    calls: list[str] = []
-    original = getattr(cls, method)
-
-    def wrapper(self, *a, **k):
-        calls.append(method)
-        return original(self, *a, **k)
-
-    monkeypatch.setattr(cls, method, wrapper)
-    return calls
 
 
 def _values(store: Path) -> dict[str, float]:
