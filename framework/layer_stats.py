@@ -51,6 +51,9 @@ __all__ = ["NEED_KINDS", "ColumnReader", "Need", "compute", "row_summary"]
 
 #: Kinds of statistics a metric can need from a layer.
 NEED_KINDS = ("summary", "features", "gram", "centered_gram", "fold_grams")
+#: Bytes of file pages a :class:`ColumnReader` lets its reads touch before releasing them.
+RELEASE_BYTES = 32 << 20
+_PAGE = mmap.PAGESIZE
 #: Stimuli per chunk when hashing rows.
 _ROW_CHUNK_BYTES = 32 << 20
 
@@ -141,11 +144,13 @@ def fold_key(trains: Sequence[np.ndarray], standardize: bool) -> str:
 class ColumnReader:
     """A read-only 2-D ``.npy`` file read in column blocks without keeping the pages resident.
 
-    ``reader[:, a:b]`` returns an in-memory copy of the columns; the file's pages that the
-    copy touched are then released from this process (``madvise(MADV_DONTNEED)`` on the
-    mapping; they stay in the page cache), so reading a 3 GB layer block by block costs
-    one block of resident memory, not 3 GB. Supports what the Gram builders use:
-    ``shape``, ``dtype``, ``ndim`` and ``[:, a:b]`` or ``[rows]``.
+    ``reader[:, a:b]`` returns an in-memory copy of the columns. Once the blocks read since
+    the last release have touched about :data:`RELEASE_BYTES` of the file's pages, the pages
+    are released from this process (``madvise(MADV_DONTNEED)`` on the mapping; they stay in
+    the page cache), so reading a 3 GB layer block by block costs about one release interval
+    of resident memory, not 3 GB. Supports what the Gram builders use: ``shape``, ``dtype``,
+    ``ndim`` and ``[:, a:b]`` or ``[rows]``. Thread-safe for reading (a release only makes the
+    other threads fault their pages in again).
 
     Parameters
     ----------
@@ -159,10 +164,19 @@ class ColumnReader:
         self.dtype = array.dtype
         self.ndim = array.ndim
         self._map = getattr(array, "_mmap", None)
+        self._touched = 0
 
     def __getitem__(self, index: Any) -> np.ndarray:
         out = np.array(self._array[index])
-        if self._map is not None and hasattr(self._map, "madvise"):
+        if self._map is None or not hasattr(self._map, "madvise"):
+            return out
+        if isinstance(index, tuple) and len(index) == 2 and index[0] == slice(None):  # a column block
+            width = out.shape[1] * out.itemsize if out.ndim == 2 else out.itemsize
+            self._touched += self.shape[0] * (width // _PAGE + 2) * _PAGE   # pages of every row it crossed
+        else:
+            self._touched += out.nbytes
+        if self._touched >= RELEASE_BYTES:
+            self._touched = 0
             with contextlib.suppress(OSError, ValueError):  # advisory only
                 self._map.madvise(mmap.MADV_DONTNEED)
         return out

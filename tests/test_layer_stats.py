@@ -296,7 +296,7 @@ def _rss_mb() -> float:
 
 @pytest.mark.skipif(not hasattr(__import__("mmap"), "MADV_DONTNEED"), reason="no madvise on this platform")
 def test_column_reader_releases_pages(tmp_path):
-    """Reading a 120 MB memory-mapped layer in column blocks keeps resident memory near one block; the
+    """Reading a 120 MB memory-mapped layer in column blocks keeps resident memory near one release interval; the
     same read through the bare memory map keeps the whole file resident (the control)."""
     from threadpoolctl import threadpool_limits
 
@@ -319,4 +319,4 @@ def test_column_reader_releases_pages(tmp_path):
         np.testing.assert_array_equal(g, expected)
         del arr, g
     assert growth["bare"] > 90, growth      # the control keeps the file's pages: the test can fail
-    assert growth["reader"] < 30, growth
+    assert growth["reader"] < 60, growth    # about RELEASE_BYTES (32 MB) of pages at most
