@@ -119,9 +119,8 @@ class Need:
         """16 hex characters identifying the statistic (part of its cache key)."""
         from framework.types import digest_of
 
-        if self.kind == "features":
-            return "features"
-        return digest_of("need-v1", self.kind, [list(t) for t in self.trains], self.standardize)[:16]
+        return digest_of("need-v1", self.kind, [list(t) for t in self.trains], self.standardize,
+                         self.max_width)[:16]
 
     def applies_to(self, n_features: int) -> bool:
         """Whether a layer ``n_features`` wide has this statistic."""

@@ -187,6 +187,9 @@ def test_rsa_on_rdm_datasets_scores_the_same_from_statistics(tmp_path):
         acts, _, _ = _from_cache(tmp_path / metric.params.distance, dataset, metric, layers)
         _assert_same(metric.score(_align(acts, dataset.rdms, dataset.stimuli), dataset.rdms, seed=0), expected)
     assert RSAMetric().needs(dataset) == [Need.gram(centered=False)]        # auto: the dataset's distance
+    ids = {Need.features().id, Need.features(max_width=10).id, Need.features(max_width=20).id,
+           Need.gram(centered=True).id, Need.gram(centered=False).id, Need.summary().id}
+    assert len(ids) == 6 and all(len(i) == 16 for i in ids)                 # distinct entries, `@<16 hex>` names
     assert RSAMetric(distance="euclidean").needs(dataset) == [Need.gram(centered=True)]
 
 
