@@ -298,7 +298,7 @@ class ActivationCache:
 
     def _stream(self, tmp: Path, model: ModelPlugin, stimuli: StimulusSet, layers: list[str], key: str,
                 batch_size: int, progress: Callable[[int], Any] | None) -> dict[str, Any]:
-        """Run the model over ``stimuli`` and write every layer to ``tmp/layer_XXX.npy``; returns its meta.
+        """Run the model over ``stimuli`` and write layer ``i`` to ``tmp/layer_<i:03d>.npy``; returns its meta.
 
         The files are written with positioned writes from one writer thread that overlaps
         them with the next forward pass, without a durability barrier (the caller fsyncs
