@@ -10,7 +10,12 @@ centred design ``Xc = U S V^T`` is then decomposed once:
   ``n_features <= n_train``;
 * ``method="kernel"``: eigendecomposition of the stimulus x stimulus kernel
   ``Xc Xc^T = U S^2 U^T``, cost O(n^2 p + n^3), used when features outnumber
-  stimuli (wide layers).
+  stimuli (wide layers). New stimuli are projected through the cross kernel,
+  ``(X' - x_mean) Xc^T U``; ``V S = Xc^T U`` (a further O(n^2 p)) is only formed
+  for :meth:`RidgePath.coef`. :func:`fit_predict` and :func:`inner_cv` on this
+  path compute the training kernel once and re-centre it for every inner fold
+  (:func:`framework.numerics.gram.recentered_gram`) instead of re-multiplying
+  the features of each fold.
 
 Both give ``U`` (n_train, rank), ``s2 = S^2`` (rank,) and ``V S`` (n_features,
 rank), from which every penalty costs only products with ``A = U^T Yc``
@@ -120,6 +125,7 @@ class RidgePath:
         xc = x - self.x_mean
         yc = y - self.y_mean
         self.method = ("kernel" if p > n else "svd") if method == "auto" else method
+        self._vs = None
         eps = np.finfo(np.float64).eps
         if self.method == "svd":
             u, s, vt = np.linalg.svd(xc, full_matrices=False)
@@ -127,15 +133,16 @@ class RidgePath:
             keep = s2 > (s2.max(initial=0.0) * max(n, p) * eps)
             u, s, s2 = u[:, keep], s[keep], s2[keep]
             self._vs = vt[keep].T * s  # V S, (n_features, rank)
+            self._xc = None
         else:
             lam, q = np.linalg.eigh(xc @ xc.T)
             keep = lam > (lam.max(initial=0.0) * max(n, p) * eps)
             u, s2 = q[:, keep], lam[keep]
-            self._vs = xc.T @ u  # = V S, (n_features, rank)
+            self._xc = xc  # V S = Xc^T U is formed only if coef() asks for it
         self._setup(u, s2, yc)
 
     @classmethod
-    def from_gram(cls, gram: np.ndarray, targets: np.ndarray) -> RidgePath:
+    def from_gram(cls, gram: np.ndarray, targets: np.ndarray, *, n_features: int | None = None) -> RidgePath:
         """Kernel path from a precomputed Gram matrix of centred training features.
 
         Parameters
@@ -145,6 +152,9 @@ class RidgePath:
             training means (e.g. z-scored with training statistics). Lets wide
             layers be streamed in feature blocks (memory O(n_train^2)).
         targets : ndarray, (n_train, n_sites)
+        n_features : int, optional
+            Features behind ``gram``: eigenvalues below ``max(lam) * max(n_train, n_features) * eps``
+            are dropped, the rank tolerance of the feature path; default ``n_train``.
 
         Notes
         -----
@@ -165,8 +175,9 @@ class RidgePath:
         self.x_mean = None
         self.y_mean = y.mean(axis=0)
         lam, q = np.linalg.eigh((k + k.T) / 2.0)
-        keep = lam > (lam.max(initial=0.0) * n * np.finfo(np.float64).eps)
+        keep = lam > (lam.max(initial=0.0) * max(n, n_features or 0) * np.finfo(np.float64).eps)
         self._vs = None
+        self._xc = None
         self._setup(q[:, keep], lam[keep], y - self.y_mean)
         return self
 
@@ -223,12 +234,17 @@ class RidgePath:
 
     # -- fitted model -----------------------------------------------------------------------
     def transform(self, features: np.ndarray) -> np.ndarray:
-        """Project new stimuli on the decomposition: ``(X' - x_mean) V S``, (n_test, rank) float64."""
-        if self._vs is None:
+        """Project new stimuli on the decomposition: ``(X' - x_mean) V S``, (n_test, rank) float64.
+
+        On the kernel path computed as ``((X' - x_mean) Xc^T) U`` (cost O(n_test n_train (p + rank))).
+        """
+        if self._vs is None and self._xc is None:
             raise DataError("This ridge path was built from a Gram matrix; use predict_gram / transform_gram.")
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.x_mean.size:
             raise DataError(f"Test features must be (n_test, {self.x_mean.size}), got {x.shape}.")
+        if self._vs is None:
+            return ((x - self.x_mean) @ self._xc.T) @ self.u
         return (x - self.x_mean) @ self._vs
 
     def predict(self, features: np.ndarray, alpha: np.ndarray | float) -> np.ndarray:
@@ -263,17 +279,27 @@ class RidgePath:
 
     def coef(self, alpha: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """Weights (n_features, n_sites) and intercepts (n_sites,) at one penalty per site."""
-        if self._vs is None:
+        if self._vs is None and self._xc is None:
             raise DataError("This ridge path was built from a Gram matrix and has no feature weights.")
+        if self._vs is None:
+            self._vs = self._xc.T @ self.u  # V S, (n_features, rank)
         alpha = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (self._a.shape[1],))
         w = self._vs @ (self._a / (self.s2[:, None] + alpha[None, :]))
         return w, self.y_mean - self.x_mean @ w
 
 
+def _kernel_route(features: np.ndarray, n_train: int, method: str) -> bool:
+    """Whether a feature design of ``n_train``-row training sets goes the kernel path (see :class:`RidgePath`)."""
+    return features.ndim == 2 and (method == "kernel" or (method == "auto" and features.shape[1] > n_train))
+
+
 def inner_cv(features: np.ndarray, targets: np.ndarray, alphas: np.ndarray,
              splits: Sequence[tuple[np.ndarray, np.ndarray]], *, method: str = "auto",
-             precomputed: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             precomputed: bool = False, n_features: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Choose a penalty per site by K-fold cross-validation; one decomposition per fold.
+
+    On the kernel path the Gram matrix of the centred design is computed once and
+    re-centred for every fold (O(n^2) per fold instead of O(n^2 p)).
 
     Parameters
     ----------
@@ -287,6 +313,8 @@ def inner_cv(features: np.ndarray, targets: np.ndarray, alphas: np.ndarray,
         Ignored when ``precomputed`` (always the kernel path).
     precomputed : bool
         ``features`` is the Gram matrix ``X X^T``; each inner fold re-centres it.
+    n_features : int, optional
+        Features behind a precomputed Gram matrix (rank tolerance, :meth:`RidgePath.from_gram`).
 
     Returns
     -------
@@ -299,12 +327,16 @@ def inner_cv(features: np.ndarray, targets: np.ndarray, alphas: np.ndarray,
     """
     x = np.asarray(features)
     y = np.asarray(targets, dtype=np.float64)
+    if not precomputed and _kernel_route(x, max(train.size for train, _ in splits), method):
+        xc = np.asarray(x, dtype=np.float64)
+        xc = xc - xc.mean(axis=0)
+        x, precomputed, n_features = xc @ xc.T, True, xc.shape[1]  # re-centred per fold below
     sse = np.zeros((alphas.size, y.shape[1]))
     kept = []
     for train, test in splits:  # a few folds; each vectorised over sites
         if precomputed:
             k, c = recentered_gram(x, train, test)
-            path = RidgePath.from_gram(k, y[train])
+            path = RidgePath.from_gram(k, y[train], n_features=n_features)
             proj = path.transform_gram(c)
         else:
             path = RidgePath(x[train], y[train], method=method)
@@ -375,7 +407,9 @@ def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, *,
     labels : ndarray of str, (n_train,), optional
         Categories for stratified inner folds.
     method : {"auto", "svd", "kernel"}
-        Decomposition of a feature design (ignored when ``precomputed``).
+        Decomposition of a feature design (ignored when ``precomputed``). The kernel path
+        computes the training kernel ``Xc Xc^T`` and the test-train kernel once and goes on
+        as with ``precomputed`` inputs.
     precomputed : bool
         Inputs are Gram matrices (kernel path).
 
@@ -385,7 +419,18 @@ def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, *,
     """
     alphas = check_alphas(alphas)
     y_train = np.asarray(y_train, dtype=np.float64)
-    path = RidgePath.from_gram(x_train, y_train) if precomputed else RidgePath(x_train, y_train, method=method)
+    n_features = None
+    x_train = np.asarray(x_train)
+    if (not precomputed and x_train.ndim == y_train.ndim == np.ndim(x_test) == 2
+            and _kernel_route(x_train, x_train.shape[0], method) and np.shape(x_test)[1] == x_train.shape[1]
+            and y_train.shape[0] == x_train.shape[0] >= 3):  # else RidgePath reports the bad input
+        xf = np.asarray(x_train, dtype=np.float64)
+        mean = xf.mean(axis=0)
+        xc = xf - mean
+        n_features = xc.shape[1]
+        x_train, x_test, precomputed = xc @ xc.T, (np.asarray(x_test, dtype=np.float64) - mean) @ xc.T, True
+    path = (RidgePath.from_gram(x_train, y_train, n_features=n_features) if precomputed
+            else RidgePath(x_train, y_train, method=method))
     if selection == "gcv":
         mse = path.loo_mse(alphas)
         idx = np.argmin(mse, axis=0).astype(np.int64)
@@ -393,7 +438,8 @@ def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, *,
     elif selection == "inner-cv":
         splits, _ = kfold_splits(y_train.shape[0], n_splits=inner_splits, seed=seed, labels=labels,
                                  name="inner_splits")
-        mse, idx, train_pred = inner_cv(x_train, y_train, alphas, splits, method=method, precomputed=precomputed)
+        mse, idx, train_pred = inner_cv(x_train, y_train, alphas, splits, method=method, precomputed=precomputed,
+                                        n_features=n_features)
     else:
         raise ConfigError(f"Invalid value {selection!r} for alpha_selection; expected one of {SELECTIONS}.")
     test_pred = path.predict_gram(x_test, alphas[idx]) if precomputed else path.predict(x_test, alphas[idx])

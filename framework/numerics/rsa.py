@@ -16,6 +16,7 @@ gives the condensed positions of those pairs.
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,11 +27,15 @@ from framework.numerics.areas import ordered_areas
 from framework.numerics.permutation import permutation_test
 from framework.types import Activations, Responses
 
-__all__ = ["PERMUTATION_BLOCK_BYTES", "SiteRSA", "check_responses", "site_layer_correlations", "site_rsa",
-           "subset_pairs"]
+__all__ = ["PERMUTATION_BLOCK_BYTES", "PERMUTATION_PREFETCH", "RANK_THREADS", "SiteRSA", "check_responses",
+           "site_layer_correlations", "site_rsa", "subset_pairs"]
 
 #: Bytes of one block of prepared float64 site RDMs fed to the permutation test.
 PERMUTATION_BLOCK_BYTES = 32 * 2**20
+#: Threads ranking the site RDMs (:func:`framework.numerics.rdm.site_rdm_blocks`).
+RANK_THREADS = max(1, min(4, os.cpu_count() or 1))
+#: Blocks of site RDMs ranked ahead of the permutation test (so ranking overlaps the test's serial parts).
+PERMUTATION_PREFETCH = 4
 
 
 @dataclass
@@ -138,13 +143,15 @@ def site_rsa(activations: Activations, responses: Responses, *, distance: str = 
 
     z_layers = rdm.prepare(layers, comparison)
     if n_permutations == 0:
-        r = np.concatenate([blk.T @ z_layers for blk in rdm.site_rdm_blocks(data, comparison)], axis=0)
+        r = np.concatenate([blk.T @ z_layers for blk in rdm.site_rdm_blocks(data, comparison,
+                                                                             n_threads=RANK_THREADS)], axis=0)
         area_r = None if area_vectors is None else rdm.prepare(area_vectors, comparison).T @ z_layers
         return SiteRSA(rdm.clip_comparison(r, comparison), None, None, areas,
                        None if area_r is None else rdm.clip_comparison(area_r, comparison), None, None)
     # One test for sites and areas: they share the permutations, and the layers are gathered once. Small site
     # blocks keep the float64 ranking transient; the test groups them into float32 matrices itself.
-    blocks = rdm.site_rdm_blocks(data, comparison, PERMUTATION_BLOCK_BYTES)
+    blocks = rdm.site_rdm_blocks(data, comparison, PERMUTATION_BLOCK_BYTES, n_threads=RANK_THREADS,
+                                 prefetch=PERMUTATION_PREFETCH)
     if area_vectors is not None:
         blocks = itertools.chain(blocks, [rdm.prepare(area_vectors, comparison)])
     res = permutation_test(z_layers, blocks, n_stim, n_permutations=n_permutations, seed=seed,
