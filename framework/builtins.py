@@ -64,3 +64,8 @@ def framework_register_metrics(registry):
 @hookimpl
 def framework_register_datasets(registry):
     _register("dataset", registry)
+
+
+@hookimpl
+def framework_register_benchmarks(registry):
+    _register("benchmark", registry)

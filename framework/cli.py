@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -120,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--models", help="'all' (every registered model) or a comma list, e.g. alexnet,timm:resnet18")
     run.add_argument("--signals", help="'all', signal names (lowgamma@150-350), bands (lowgamma) or plugin ids")
     run.add_argument("--metrics", help="'all' or a comma list (default: rsa)")
-    run.add_argument("--dataset", help="registered dataset name (default: demo) or the path of a dataset TOML file")
+    run.add_argument("--dataset", help="registered dataset name (default: demo), the path of a dataset TOML file, "
+                     "a comma list of them or 'all'")
+    run.add_argument("--benchmarks", help="'all' or a comma list of registered benchmarks (`framework list "
+                     "benchmarks`); each sets its dataset, signal and metric")
     run.add_argument("--store", help="directory for results and leaderboard (default: ./results); caches are in "
                      "the user cache ($FRAMEWORK_CACHE_DIR), shared by every store")
     run.add_argument("--weights", choices=["auto", "pretrained", "random"],
@@ -145,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="only warnings and the leaderboard")
 
     lst = sub.add_parser("list", help="list registered plugins")
-    lst.add_argument("kind", nargs="?", choices=["models", "signals", "metrics", "datasets"],
+    lst.add_argument("kind", nargs="?", choices=["models", "signals", "metrics", "datasets", "benchmarks"],
                      help="one kind (default: all kinds)")
     lst.add_argument("--brief", action="store_true", help="names and descriptions only, no parameters")
 
@@ -198,8 +202,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     from framework.registry import load_registry
 
     registry = load_registry()
-    kinds = [args.kind[:-1]] if args.kind else ["model", "signal", "metric", "dataset"]
+    kinds = [args.kind[:-1]] if args.kind else ["model", "signal", "metric", "dataset", "benchmark"]
     for kind in kinds:
+        if kind == "benchmark":
+            _list_benchmarks(registry, brief=getattr(args, "brief", False))
+            continue
         print(f"{kind}s (parameters: {OPTION_OF_KIND[kind]} NAME.PARAM=VALUE or [{kind}_params.NAME] in run.toml):")
         for spec in registry.specs(kind):
             source = "" if spec.source == "builtin" else f" [{spec.source}]"
@@ -213,6 +220,28 @@ def cmd_list(args: argparse.Namespace) -> int:
                 for line in _parameter_lines(spec):
                     print(f"      {line}")
     return EXIT_OK
+
+
+def _list_benchmarks(registry, *, brief: bool) -> None:
+    """Print every registered benchmark: name, description, source, and (unless ``brief``) what it scores."""
+    print("benchmarks (run with --benchmarks NAME,... or all):")
+    for spec in registry.specs("benchmark"):
+        source = "" if spec.source == "builtin" else f" [{spec.source}]"
+        print(f"  {spec.name}  {spec.description}{source}")
+        if brief:
+            continue
+        try:
+            bench = registry.create("benchmark", spec.name)
+        except FrameworkError as exc:
+            print(f"      (invalid: {exc})")
+            continue
+        p = bench.params
+        params = ", ".join(f"{k}={v!r}" for k, v in p.metric_params.items())
+        print(f"      {p.metric}{f' ({params})' if params else ''} on {p.dataset} × {p.signal}"
+              f"{f', area {p.area}' if p.area else ''}; score normalised by "
+              f"{'the noise ceiling' if p.normalize == 'ceiling' else 'nothing (0-1 scale, no ceiling)'}")
+        if p.reference:
+            print(f"      reference: {p.reference}")
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
@@ -260,6 +289,33 @@ def _metric_declarations(names: set[str]) -> tuple[dict[str, str], dict[str, tup
     return headlines, maps
 
 
+def natural_key(name: str) -> list:
+    """Sort key that orders the numbers inside a name by value (``@50-250`` before ``@150-350``)."""
+    import re
+
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _benchmark_board(rows: list[dict[str, Any]]):
+    """The models × benchmarks board of the registered benchmarks that have rows in ``rows`` (None if none);
+    a benchmark whose declaration is invalid is left out with a warning."""
+    from framework.benchmark_board import build_benchmark_board
+    from framework.registry import load_registry
+
+    registry = load_registry()
+    benches, params = [], {}
+    for spec in sorted(registry.specs("benchmark"), key=lambda sp: natural_key(sp.name)):
+        try:
+            bench = registry.create("benchmark", spec.name)
+            metric = registry.create("metric", bench.params.metric, **bench.params.metric_params)
+        except FrameworkError as exc:
+            log.warning("Benchmark '%s' left out of the leaderboard: %s", spec.name, exc)
+            continue
+        benches.append(bench)
+        params[bench.name] = json.loads(json.dumps(metric.parameters()))
+    return build_benchmark_board(rows, benches, params) if benches else None
+
+
 def _print_leaderboard(store_dir: Path, *, readonly: bool = False) -> None:
     """Print the leaderboard and write its files into the store; a store that cannot be written
     (read-only folder or mount) is still printed, with a warning that the files were not written."""
@@ -267,14 +323,20 @@ def _print_leaderboard(store_dir: Path, *, readonly: bool = False) -> None:
     from framework.store import ResultsStore
 
     with ResultsStore(store_dir, readonly=readonly) as store:
-        metrics = {r["metric"] for r in store.rows(status="ok")}
+        rows = list(store.rows(status="ok"))
+        metrics = {r["metric"] for r in rows}
         headlines, maps = _metric_declarations(metrics)
+        bboard = _benchmark_board(rows)
         try:
-            boards, paths = write_leaderboard(store, headlines, maps)
+            boards, paths = write_leaderboard(store, headlines, maps, benchmark_board=bboard)
         except OSError as exc:
             boards, paths = build_boards(latest_rows(store), headlines), []
             log.warning("Leaderboard files not written: '%s' is not writable (%s).", store_dir,
                         exc.strerror or exc)
+    if bboard is not None:
+        from framework.benchmark_board import render_benchmark_terminal
+
+        print(render_benchmark_terminal(bboard), end="")
     print(render_terminal(boards), end="")
     if paths:
         print(f"Leaderboard written to {', '.join(str(p) for p in paths)}")
@@ -330,6 +392,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     file_fields = load_config_file(args.config) if args.config else {}
     cli_fields: dict[str, Any] = {
         "models": args.models, "signals": args.signals, "metrics": args.metrics, "dataset": args.dataset,
+        "benchmarks": args.benchmarks,
         "store": args.store, "weights": args.weights, "batch_size": args.batch_size, "seed": args.seed,
         "keep_activations": args.keep_activations,
         "layers": _layers_option(args.layers),
@@ -344,9 +407,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = build_config(file_fields, cli_fields, source=source)
 
     def announce(plan) -> None:
-        log.info("Dataset '%s' (%s, %d stimuli); %d model(s) × %d signal(s) × %d metric(s) = %d cells.",
-                 plan.dataset.name, plan.dataset.kind, len(plan.dataset.stimuli), len(plan.models),
-                 len(plan.signals), len(plan.metrics), len(plan.cells))
+        if plan.benchmarks:
+            log.info("Dataset '%s' (%s, %d stimuli); %d model(s) × benchmark(s) %s = %d cells.",
+                     plan.dataset.name, plan.dataset.kind, len(plan.dataset.stimuli), len(plan.models),
+                     ", ".join(plan.benchmarks), len(plan.cells))
+        else:
+            log.info("Dataset '%s' (%s, %d stimuli); %d model(s) × %d signal(s) × %d metric(s) = %d cells.",
+                     plan.dataset.name, plan.dataset.kind, len(plan.dataset.stimuli), len(plan.models),
+                     len(plan.signals), len(plan.metrics), len(plan.cells))
         for note in plan.notes:
             log.warning("Note: %s.", note)
 

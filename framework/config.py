@@ -11,7 +11,16 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from framework.errors import ConfigError, did_you_mean
 from framework.paths import expand_user
@@ -35,7 +44,12 @@ class RunConfig(BaseModel):
         Plugin names, or ``["all"]``. ``all`` models means every registered model
         (built-ins and installed plugins), not every timm network.
     dataset : str
-        A registered dataset name (``demo``) or the path of a dataset TOML file.
+        A registered dataset name (``demo``), the path of a dataset TOML file, a comma list of
+        them (each scored in turn, into the same store) or ``all`` (every registered dataset).
+    benchmarks : list of str
+        Registered benchmarks (``["all"]`` for every one); each sets its own dataset, signal
+        and metric with its parameters, so they exclude ``dataset``, ``signals``, ``metrics``
+        and ``metric_params`` (:mod:`framework.benchmarks`). Empty: a cross-product run.
     store : Path
         Directory for the results database and the leaderboard files (caches are in the
         user cache, :func:`framework.paths.user_cache_dir`, shared by every store).
@@ -66,6 +80,7 @@ class RunConfig(BaseModel):
     signals: list[str] = Field(default_factory=lambda: ["all"])
     metrics: list[str] = Field(default_factory=lambda: ["rsa"])
     dataset: str = "demo"
+    benchmarks: list[str] = Field(default_factory=list)
     store: Path = Path("results")
     weights: WeightsMode = "auto"
     weights_files: dict[str, Path] = Field(default_factory=dict)
@@ -91,6 +106,20 @@ class RunConfig(BaseModel):
         if isinstance(value, list) and not value:
             raise ValueError("needs at least one name (or 'all')")
         return value
+
+    @field_validator("benchmarks", mode="before")
+    @classmethod
+    def _benchmark_names(cls, value: Any) -> Any:
+        return _split_names(value)
+
+    @model_validator(mode="after")
+    def _benchmarks_alone(self) -> RunConfig:
+        if self.benchmarks:
+            clash = [f for f in ("dataset", "signals", "metrics", "metric_params") if f in self.model_fields_set]
+            if clash:
+                raise ValueError(f"benchmarks set each benchmark's dataset, signal and metric (with its "
+                                 f"parameters); drop {', '.join(clash)} or drop benchmarks")
+        return self
 
     @field_validator("layers", mode="before")
     @classmethod

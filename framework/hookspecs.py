@@ -30,3 +30,10 @@ def framework_register_metrics(registry):
 @hookspec
 def framework_register_datasets(registry):
     """Add dataset specs."""
+
+
+@hookspec
+def framework_register_benchmarks(registry):
+    """Add benchmark specs: a dataset, a signal, a metric with its parameters and a score convention
+    (:class:`framework.benchmarks.Benchmark`), e.g. ``registry.declare("benchmark", NAME,
+    "framework.benchmarks:Benchmark", DESCRIPTION, params={...})``."""

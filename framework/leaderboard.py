@@ -1,8 +1,13 @@
 """Leaderboard: rank models from the results store.
 
-For every (dataset, metric) the models are ranked by their headline value
-averaged over the run's signals (best first, honouring ``higher_is_better``);
-each row also names the model's best signal. Written as
+For every (dataset, metric) a table of models × signals. Each signal is its own
+question (which band follows the hierarchy?), so models are never ranked by a
+mean over signals: a board with one signal ranks the models by its headline value
+(best first, honouring ``higher_is_better``); a board with several signals lists
+the models by name, marks the best value of each signal, and leaves the ranks per
+signal to the CSV. Each row also names the model's best signal. Comparing models
+across datasets and metrics is the job of benchmarks (:mod:`framework.benchmark_board`).
+Written as
 
 * ``leaderboard.csv`` - long format, one row per (dataset, metric, signal, model)
   with the rank within that signal, ceiling, CI, p-value and best layer;
@@ -39,10 +44,13 @@ class Entry:
     #: signal -> (ci_low, ci_high) of the headline value when the score stored a CI
     cis: dict[str, tuple[float, float]] = field(default_factory=dict)
 
-    @property
-    def mean(self) -> float:
-        vals = [v for v in self.values.values() if v is not None and math.isfinite(v)]
-        return sum(vals) / len(vals) if vals else math.nan
+    def ranking_value(self, signals: list[str]) -> float:
+        """The value models are ranked by: the headline value when the board has a single signal,
+        else NaN (no ranking across signals)."""
+        if len(signals) != 1:
+            return math.nan
+        v = self.values.get(signals[0])
+        return v if v is not None and math.isfinite(v) else math.nan
 
     @property
     def best_signal(self) -> str | None:
@@ -109,8 +117,8 @@ def latest_rows(store: ResultsStore) -> list[dict[str, Any]]:
     return [row for key, row in latest.items() if not (key[4] == "fallback" and key[:4] in pretrained)]
 
 
-def _sort_key(entry: Entry) -> tuple[int, float]:
-    m = entry.mean
+def _sort_key(entry: Entry, signals: list[str]) -> tuple[int, float]:
+    m = entry.ranking_value(signals)
     if not math.isfinite(m):
         return (1, 0.0)
     return (0, -m if entry.higher_is_better else m)
@@ -133,7 +141,7 @@ def build_boards(rows: list[dict[str, Any]], headlines: dict[str, str] | None = 
             if r.get("ci_low") is not None and r.get("ci_high") is not None:
                 e.cis[r["signal"]] = (r["ci_low"], r["ci_high"])
             details[(r["model"], w, r["signal"])] = r.get("details") or {}
-        ranked = sorted(entries.values(), key=lambda e: (_sort_key(e), e.model))
+        ranked = sorted(entries.values(), key=lambda e: (_sort_key(e, signals), e.model, e.weights))
         boards.append(Board(dataset, metric, signals, ranked, (headlines or {}).get(metric, ""), details))
     return boards
 
@@ -161,8 +169,37 @@ def _fmt_ci(value: float | None, ci: tuple[float, float] | None, digits: int = 3
     return f"{text} [{_fmt(ci[0], 2)}, {_fmt(ci[1], 2)}]"
 
 
-def _rank_labels(entries: list[Entry]) -> list[str]:
-    return [str(i + 1) if math.isfinite(e.mean) else "—" for i, e in enumerate(entries)]
+def _rank_labels(b: Board) -> list[str]:
+    """Competition ranks (ties share a rank) on a single-signal board; "—" otherwise or without a value."""
+    out: list[str] = []
+    previous, rank = None, 0
+    for i, e in enumerate(b.entries):
+        v = e.ranking_value(b.signals)
+        if not math.isfinite(v):
+            out.append("—")
+            continue
+        if v != previous:
+            rank, previous = i + 1, v
+        out.append(str(rank))
+    return out
+
+
+def _ranking_text(b: Board) -> str:
+    if len(b.signals) == 1:
+        return "ranked by the headline value"
+    return (f"{len(b.signals)} signals, each its own question: not ranked across signals (per-signal ranks in "
+            "leaderboard.csv; the best value of each signal is marked *)")
+
+
+def _best_per_signal(b: Board) -> dict[str, float]:
+    """The best finite value of each signal (honouring the direction)."""
+    out: dict[str, float] = {}
+    for s in b.signals:
+        vals = [e.values.get(s) for e in b.entries]
+        vals = [v for v in vals if v is not None and math.isfinite(v)]
+        if vals:
+            out[s] = max(vals) if (not b.entries or b.entries[0].higher_is_better) else min(vals)
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -172,13 +209,12 @@ def render_terminal(boards: list[Board]) -> str:
         return "No scores in the store yet.\n"
     out = []
     for b in boards:
-        out.append(f"{b.metric} on {b.dataset} — {len(b.entries)} model(s), {len(b.signals)} signal(s); "
-                   "ranked by mean over signals")
-        header = ["rank", "model", "weights", "mean", "best signal", "best"]
+        out.append(f"{b.metric} on {b.dataset} — {len(b.entries)} model(s); {_ranking_text(b)}")
+        header = ["rank", "model", "weights", "best signal", "best"]
         rows = []
-        for rank, e in zip(_rank_labels(b.entries), b.entries):
+        for rank, e in zip(_rank_labels(b), b.entries):
             best = e.best_signal
-            rows.append([rank, e.model, e.weights, _fmt(e.mean), best or "—",
+            rows.append([rank, e.model, e.weights, best or "—",
                          _fmt_ci(e.values.get(best), e.cis.get(best)) if best else "—"])
         widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
         out.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
@@ -209,9 +245,11 @@ def csv_text(value: Any) -> Any:
     return value
 
 
-def render_markdown(boards: list[Board]) -> str:
+def render_markdown(boards: list[Board], *, before: str = "") -> str:
     lines = ["# Leaderboard", ""]
-    if not boards:
+    if before:
+        lines += [before.rstrip("\n"), ""]
+    if not boards and not before:
         lines.append("No scores in the store yet.")
     for b in boards:
         lines.append(f"## {md_cell(b.metric)} on {md_cell(b.dataset)}")
@@ -219,16 +257,17 @@ def render_markdown(boards: list[Board]) -> str:
         if b.headline:
             lines.append(f"Headline: {md_cell(b.headline)}")
             lines.append("")
-        lines.append("Models ranked by the mean of the headline over signals (signals without a value, e.g. no "
-                     "significant pair, are left out of the mean and shown as —). A value stored with a "
-                     "confidence interval is shown as `value [low, high]`.")
+        lines.append(f"Models {_ranking_text(b)}. A signal without a value (e.g. no significant pair) is shown as "
+                     "—. A value stored with a confidence interval is shown as `value [low, high]`.")
         lines.append("")
-        header = ["rank", "model", "weights", "mean", "best signal", *(md_cell(s) for s in b.signals)]
+        header = ["rank", "model", "weights", "best signal", *(md_cell(s) for s in b.signals)]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join("---" for _ in header) + "|")
-        for rank, e in zip(_rank_labels(b.entries), b.entries):
-            cells = [rank, md_cell(e.model), md_cell(e.weights), _fmt(e.mean), md_cell(e.best_signal or "—"),
-                     *[_fmt_ci(e.values.get(s), e.cis.get(s)) for s in b.signals]]
+        best = _best_per_signal(b) if len(b.signals) > 1 else {}
+        for rank, e in zip(_rank_labels(b), b.entries):
+            cells = [rank, md_cell(e.model), md_cell(e.weights), md_cell(e.best_signal or "—"),
+                     *[_fmt_ci(e.values.get(s), e.cis.get(s))
+                       + (" *" if s in best and best[s] == e.values.get(s) else "") for s in b.signals]]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -277,10 +316,10 @@ def _color(v: float | None, lo: float, hi: float) -> str:
 
 
 def _svg_bars(b: Board) -> str:
-    entries = [e for e in b.entries if math.isfinite(e.mean)]
+    entries = [e for e in b.entries if math.isfinite(e.ranking_value(b.signals))]
     if not entries:
         return ""
-    vals = [e.mean for e in entries]
+    vals = [e.ranking_value(b.signals) for e in entries]
     lo, hi = min(0.0, min(vals)), max(0.0, max(vals))
     span = (hi - lo) or 1.0
     labels = [f"{e.model} ({e.weights})" if e.weights else e.model for e in entries]
@@ -289,7 +328,7 @@ def _svg_bars(b: Board) -> str:
     height = row_h * len(entries) + 30
     zero_x = label_w + (0 - lo) / span * plot_w
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + plot_w + 80}" height="{height}" '
-             f'role="img" aria-label="ranking of models by mean {html.escape(b.metric)}">']
+             f'role="img" aria-label="ranking of models by {html.escape(b.metric)}">']
     for i, (text, v) in enumerate(zip(labels, vals)):
         y = 10 + i * row_h
         x0 = zero_x if v >= 0 else zero_x - (0 - v) / span * plot_w
@@ -307,11 +346,11 @@ def _svg_bars(b: Board) -> str:
 def _html_table(b: Board) -> str:
     vals = [v for e in b.entries for v in e.values.values() if v is not None and math.isfinite(v)]
     lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["rank", "model", "weights", "mean", "best signal"])
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["rank", "model", "weights", "best signal"])
     head += "".join(f'<th class="sig">{html.escape(s)}</th>' for s in b.signals)
     body = []
-    for rank, e in zip(_rank_labels(b.entries), b.entries):
-        cells = [rank, e.model, e.weights, _fmt(e.mean), e.best_signal or "—"]
+    for rank, e in zip(_rank_labels(b), b.entries):
+        cells = [rank, e.model, e.weights, e.best_signal or "—"]
         tds = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
         for s in b.signals:
             v = e.values.get(s)
@@ -393,14 +432,13 @@ def _profiles(b: Board, n_models: int = 3) -> str:
     return f'<div class="profiles">{"".join(figures)}</div>' if figures else ""
 
 
-def render_html(boards: list[Board], *, title: str = "Leaderboard") -> str:
-    sections = []
+def render_html(boards: list[Board], *, title: str = "Leaderboard", before: str = "") -> str:
+    sections = [before] if before else []
     for b in boards:
         headline = f"<p class='headline'>Headline: {html.escape(b.headline)}</p>" if b.headline else ""
         sections.append(
             f"<section><h2>{html.escape(b.metric)} on {html.escape(b.dataset)}</h2>{headline}"
-            f"<p>Models ranked by the mean of the headline value over {len(b.signals)} signal(s) (signals "
-            f"without a value are left out); cells shaded by value (hover for the noise ceiling).</p>"
+            f"<p>Models {html.escape(_ranking_text(b))}; cells shaded by value (hover for the noise ceiling).</p>"
             f"{_svg_bars(b)}{_html_table(b)}"
             f"{_profiles(b)}</section>")
     if not sections:
@@ -420,12 +458,14 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def write_leaderboard(store: ResultsStore, headlines: dict[str, str] | None = None,
-                      layer_area_maps: dict[str, tuple[LayerAreaMap, ...]] | None = None
-                      ) -> tuple[list[Board], list[Path]]:
+                      layer_area_maps: dict[str, tuple[LayerAreaMap, ...]] | None = None,
+                      benchmark_board: Any = None) -> tuple[list[Board], list[Path]]:
     """Write the three leaderboard files into the store directory; return the boards and paths.
 
     ``headlines`` and ``layer_area_maps`` are the metrics' declarations by metric name
-    (:attr:`framework.contracts.MetricPlugin.headline`, ``layer_area_maps``).
+    (:attr:`framework.contracts.MetricPlugin.headline`, ``layer_area_maps``). A
+    ``benchmark_board`` (:class:`framework.benchmark_board.BenchmarkBoard`) becomes the first
+    section of the Markdown and HTML files and is written to ``benchmarks.csv`` too.
     """
     rows = latest_rows(store)
     boards = build_boards(rows, headlines)
@@ -442,7 +482,23 @@ def write_leaderboard(store: ResultsStore, headlines: dict[str, str] | None = No
     writer.writeheader()
     writer.writerows({k: csv_text(v) for k, v in row.items()} for row in csv_rows)
     paths = [directory / name for name in FILES]
+    md_before = html_before = ""
+    if benchmark_board is not None:
+        from framework.benchmark_board import (
+            CSV_FIELDS,
+            benchmark_csv_rows,
+            render_benchmark_html,
+            render_benchmark_markdown,
+        )
+
+        md_before, html_before = render_benchmark_markdown(benchmark_board), render_benchmark_html(benchmark_board)
+        bbuf = io.StringIO()
+        bwriter = csv.DictWriter(bbuf, fieldnames=list(CSV_FIELDS))
+        bwriter.writeheader()
+        bwriter.writerows({k: csv_text(v) for k, v in row.items()} for row in benchmark_csv_rows(benchmark_board))
+        paths.append(directory / "benchmarks.csv")
+        _atomic_write(paths[-1], bbuf.getvalue())
     _atomic_write(paths[0], buf.getvalue())
-    _atomic_write(paths[1], render_markdown(boards))
-    _atomic_write(paths[2], render_html(boards))
+    _atomic_write(paths[1], render_markdown(boards, before=md_before))
+    _atomic_write(paths[2], render_html(boards, before=html_before))
     return boards, paths

@@ -24,8 +24,8 @@ from framework.params import PluginParams, validate_params
 
 log = logging.getLogger("framework.registry")
 
-Kind = Literal["model", "signal", "metric", "dataset"]
-KINDS: tuple[str, ...] = ("model", "signal", "metric", "dataset")
+Kind = Literal["model", "signal", "metric", "dataset", "benchmark"]
+KINDS: tuple[str, ...] = ("model", "signal", "metric", "dataset", "benchmark")
 ENTRY_POINT_GROUP = "framework"
 #: Environment variable naming extra plugin modules to register (comma-separated).
 ENV_PLUGINS = "FRAMEWORK_PLUGINS"
@@ -39,7 +39,7 @@ class PluginSpec:
 
     Parameters
     ----------
-    kind : {"model", "signal", "metric", "dataset"}
+    kind : {"model", "signal", "metric", "dataset", "benchmark"}
     name : str
         Unique lower-case id within its kind. A name ending in ``":*"`` declares a
         family (``"timm:*"`` accepts ``"timm:<anything>"``; the factory validates it).
@@ -212,6 +212,8 @@ class Registry:
         context = {k: merged.pop(k) for k in list(merged) if k in context_keys}
         if kind == "model":
             context["name"] = name[: -len(RANDOM_SUFFIX)] if "weights" in implied else name
+        if kind == "benchmark":
+            context["name"] = name
         return spec.create(name=context.get("name", name), context=context, **merged)
 
 
@@ -273,7 +275,7 @@ def load_registry(pm: pluggy.PluginManager | None = None) -> Registry:
         registry._source = "builtin" if name == "framework.builtins" else dists.get(id(plugin), name)
         others = [p for p in plugins if p is not plugin]
         for hook in ("framework_register_models", "framework_register_signals", "framework_register_metrics",
-                     "framework_register_datasets"):
+                     "framework_register_datasets", "framework_register_benchmarks"):
             try:
                 pm.subset_hook_caller(hook, remove_plugins=others)(registry=registry)
             except FrameworkError:  # already one line naming the plugin (e.g. two plugins of one name)

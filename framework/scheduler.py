@@ -1,4 +1,4 @@
-"""Plan and execute a run: the cross product models × signals × metrics on one dataset.
+"""Plan and execute a run: the cross product models × signals × metrics on each dataset, or benchmarks.
 
 Stages, each done once and cached:
 
@@ -120,6 +120,8 @@ class Plan:
     metrics: dict[str, MetricPlugin]
     cells: list[PlannedCell]
     notes: list[str] = field(default_factory=list)
+    #: Benchmarks this plan scores (:func:`benchmark_plans`); empty for a cross-product run.
+    benchmarks: list[str] = field(default_factory=list)
 
 
 def load_dataset(config: RunConfig, registry: Registry) -> Dataset:
@@ -382,9 +384,16 @@ def _build_model(registry: Registry, choice: ModelChoice, seed: int) -> ModelPlu
                            **choice.params)
 
 
-def plan_run(config: RunConfig, registry: Registry | None = None) -> Plan:
-    """Check every name against the registry, load the dataset and list the cells to run."""
+def plan_run(config: RunConfig, registry: Registry | None = None, *,
+             pairs: set[tuple[str, str]] | None = None) -> Plan:
+    """Check every name against the registry, load the dataset and list the cells to run.
+
+    ``config.dataset`` names one dataset (:func:`plan_runs` plans several, and benchmarks).
+    ``pairs``: only these (signal, metric) pairs instead of the full cross product (benchmarks).
+    """
     registry = registry or load_registry()
+    if len(split_datasets(config.dataset)) > 1:
+        raise ConfigError(f"plan_run plans one dataset; '{config.dataset}' names several: use plan_runs.")
     # Validate names and parameters that need no data first, so typos fail fast.
     _check_store_database(config.store)
     _warn_store_in_cache(config.store)
@@ -407,6 +416,8 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> Plan:
     for model in models:
         for sname, splugin in signals.items():
             for mname, mplugin in metrics.items():
+                if pairs is not None and (sname, mname) not in pairs:
+                    continue
                 key = digest_of(
                     "cell-v1", dataset.name, dataset.digest, model.key_parts(), config.reduction,
                     {"signal": sname, "plugin": owners[sname], "params": splugin.parameters(sname),
@@ -416,6 +427,94 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> Plan:
                 )
                 cells.append(PlannedCell(Cell(key, dataset.name, model.name, sname, mname), model, sname, mname))
     return Plan(config, dataset, models, signals, owners, metrics, cells, notes)
+
+
+def split_datasets(value: str) -> list[str]:
+    """The datasets of a ``dataset`` field: a comma list of registered names or TOML paths."""
+    return [p for p in (part.strip() for part in str(value).split(",")) if p]
+
+
+def dataset_names(config: RunConfig, registry: Registry) -> list[str]:
+    """The datasets of a cross-product run, in order: ``all`` expands to every registered dataset
+    (``file`` excepted: it needs a path)."""
+    names = split_datasets(config.dataset)
+    available = [n for n in registry.names("dataset") if n != "file"]
+    return _expand(names, available, "dataset", "--dataset")
+
+
+def plan_runs(config: RunConfig, registry: Registry | None = None) -> list[Plan]:
+    """Plan every dataset of ``config`` (or every benchmark), before any computation.
+
+    One :class:`Plan` per dataset: ``--dataset a,b`` scores the cross product on ``a``, then on
+    ``b``, into the same store (cells are keyed by dataset, so resume and provenance work per
+    dataset). With ``config.benchmarks`` the plans come from the benchmarks
+    (:func:`benchmark_plans`). Planning loads every dataset first, so a missing file or an unknown
+    name stops the run before anything is computed.
+    """
+    registry = registry or load_registry()
+    if config.benchmarks:
+        return benchmark_plans(config, registry)
+    names = dataset_names(config, registry)
+    if len(names) == 1:
+        return [plan_run(config.model_copy(update={"dataset": names[0]}), registry)]
+    plugin_of = {n: dataset_plugin_name(config.model_copy(update={"dataset": n}), registry) for n in names}
+    for key in config.dataset_params:
+        if key not in plugin_of.values():
+            raise ConfigError(f"dataset_params (--dataset-param) names dataset '{key}', which is not among this "
+                              f"run's datasets ({', '.join(names)}); add it to --dataset or drop its parameters.")
+    return [plan_run(config.model_copy(update={
+        "dataset": n, "dataset_params": {k: v for k, v in config.dataset_params.items() if k == plugin_of[n]}}),
+        registry) for n in names]
+
+
+def benchmark_plans(config: RunConfig, registry: Registry) -> list[Plan]:
+    """Plans scoring ``config.models`` on ``config.benchmarks``.
+
+    Benchmarks on one dataset share a plan (the models run once per dataset), with only their
+    (signal, metric) cells; two benchmarks that use one metric with different parameters go to
+    separate plans. The user's ``dataset_params`` (e.g. a local data folder) are merged over each
+    benchmark's own; parameters for a dataset no benchmark uses are refused.
+    """
+    import json
+
+    from framework.benchmarks import resolve_benchmarks
+
+    benches = resolve_benchmarks(config.benchmarks, registry)
+    plugin_of = {b.name: dataset_plugin_name(config.model_copy(update={"dataset": b.params.dataset}), registry)
+                 for b in benches}
+    for key in config.dataset_params:
+        if key not in plugin_of.values():
+            raise ConfigError(f"dataset_params (--dataset-param) names dataset '{key}', which no benchmark of this "
+                              f"run uses ({', '.join(sorted({b.params.dataset for b in benches}))}); drop its "
+                              "parameters.")
+    groups: dict[tuple[str, str], list[list[Any]]] = {}
+    for b in benches:
+        slots = groups.setdefault((b.params.dataset, json.dumps(b.params.dataset_params, sort_keys=True)), [])
+        for slot in slots:
+            if all(o.params.metric != b.params.metric or o.params.metric_params == b.params.metric_params
+                   for o in slot):
+                slot.append(b)
+                break
+        else:
+            slots.append([b])
+    plans = []
+    for (dataset, _), slots in groups.items():
+        for slot in slots:
+            plugin = plugin_of[slot[0].name]
+            dparams = {**slot[0].params.dataset_params, **config.dataset_params.get(plugin or "", {})}
+            sub = config.model_copy(update={
+                "dataset": dataset,
+                "signals": list(dict.fromkeys(b.params.signal for b in slot)),
+                "metrics": list(dict.fromkeys(b.params.metric for b in slot)),
+                "metric_params": {b.params.metric: dict(b.params.metric_params) for b in slot
+                                  if b.params.metric_params},
+                "dataset_params": {plugin: dparams} if dparams and plugin else {},
+                "benchmarks": [b.name for b in slot],
+            })
+            plan = plan_run(sub, registry, pairs={(b.params.signal, b.params.metric) for b in slot})
+            plan.benchmarks = [b.name for b in slot]
+            plans.append(plan)
+    return plans
 
 
 # --------------------------------------------------------------------------------------
@@ -430,6 +529,8 @@ class RunSummary:
     failures: list[tuple[Cell, str]] = field(default_factory=list)
     seconds: float = 0.0
     signal_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The store's run of each plan, when several plans ran (:func:`run`).
+    run_ids: list[str] = field(default_factory=list)
 
     @property
     def n_failed(self) -> int:
@@ -616,6 +717,11 @@ class Scheduler:
             model = _build_model(self._registry, replace(choice, weights=resolved), self.plan.config.seed)
         layers = choice.layers or model.default_layers()
         _check_layers(model, layers, choice.name)
+        provided = getattr(model, "provided_activations", None)
+        given = provided(self.plan.dataset.stimuli, list(layers)) if callable(provided) else None
+        if given is not None:  # a reference model's precomputed layer RDMs: nothing to extract or cache
+            return given, weights, {"layers": list(layers), "preprocessing": model.preprocessing(),
+                                    "plugin_version": model.version(), "extraction": "precomputed"}
         cache = ActivationCache(self.cache_root / "activations")
         needs = self._needs(work)
         ids = self.plan.dataset.stimuli.ids
@@ -785,10 +891,33 @@ class Scheduler:
 
 def run(config: RunConfig, *, registry: Registry | None = None,
         on_plan: Callable[[Plan], None] | None = None) -> RunSummary:
-    """Plan and execute ``config``; returns the run summary (the store holds the rows)."""
+    """Plan every dataset (or benchmark) of ``config``, then execute the plans in turn into one store.
+
+    Returns the summary of all plans (each plan is one run of the store, :attr:`RunSummary.run_ids`).
+    ``on_plan`` is called with each plan just before it is executed.
+    """
     registry = registry or load_registry()
-    plan = plan_run(config, registry)
-    if on_plan is not None:
-        on_plan(plan)
+    plans = plan_runs(config, registry)
+    summaries = []
     with ResultsStore(config.store) as store:
-        return Scheduler(plan, store, progress=config.progress).execute(registry)
+        for plan in plans:
+            if on_plan is not None:
+                on_plan(plan)
+            summaries.append(Scheduler(plan, store, progress=config.progress).execute(registry))
+    return merge_summaries(summaries, [p.dataset.name for p in plans])
+
+
+def merge_summaries(summaries: list[RunSummary], datasets: list[str]) -> RunSummary:
+    """One summary for several plans: counts added, failures and run ids listed in order; with
+    several datasets the signal information is keyed ``<dataset>:<signal>``."""
+    if len(summaries) == 1:
+        return summaries[0]
+    out = RunSummary(", ".join(s.run_id for s in summaries), sum(s.n_cells for s in summaries))
+    for s, dataset in zip(summaries, datasets):
+        out.n_done += s.n_done
+        out.n_skipped += s.n_skipped
+        out.failures += s.failures
+        out.seconds += s.seconds
+        out.run_ids.append(s.run_id)
+        out.signal_info.update({f"{dataset}:{k}": v for k, v in s.signal_info.items()})
+    return out

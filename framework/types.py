@@ -387,6 +387,43 @@ class Dataset:
         return "rdms"
 
 
+#: Distances a precomputed RDM can be converted to exactly: ``(given, requested) -> how``.
+_RDM_CONVERSIONS: dict[tuple[str, str], str] = {("euclidean", "sqeuclidean"): "square",
+                                                ("sqeuclidean", "euclidean"): "sqrt"}
+
+
+@dataclass(frozen=True)
+class PrecomputedRDMs:
+    """Layer RDMs given as data (a reference model's RDM file), not computed from features.
+
+    They cannot become features: an :class:`Activations` holding them serves the RDMs
+    (:meth:`Activations.precomputed_rdm`) and, for (squared) Euclidean RDMs only, the
+    exact centred Gram matrix ``-1/2 J D^2 J``; any other request is a
+    :class:`framework.errors.DataError` saying that the model provides RDMs only.
+
+    Parameters
+    ----------
+    rdms : dict of str to ndarray, each (n_stimuli, n_stimuli) float64
+        Symmetric with a zero diagonal, rows in the order of the activations' stimuli.
+    distance : str
+        The distance the RDMs were made with (``"correlation"``, ``"euclidean"``, ...).
+    source : str
+        Who provides them, for messages, e.g. ``"reference model 'reference:mit' (file 'mit.mat')"``.
+    """
+
+    rdms: dict[str, np.ndarray]
+    distance: str
+    source: str = "precomputed RDMs"
+
+    def error(self, layer: str, what: str):
+        """The :class:`DataError` for a request of ``what`` that an RDM cannot answer."""
+        from framework.errors import DataError
+
+        return DataError(f"This metric needs features ({what} of layer '{layer}'), but {self.source} provides "
+                         f"RDMs only ({self.distance} distance), which are not features; score it with a metric "
+                         f"built on RDMs (rsa, with distance '{self.distance}'), or give the features themselves.")
+
+
 class Activations:
     """Layer activations of one model for one stimulus set: features, statistics, or both.
 
@@ -410,13 +447,17 @@ class Activations:
         Provenance (model, weights, layers, preprocessing, reduction, cache key, labels).
     stats : LayerStatistics, optional
         Cached statistics (:class:`LayerStatistics`), over the same stimuli in the same order.
+    rdms : PrecomputedRDMs, optional
+        Layer RDMs given as data instead of features (a reference model): the layers are its
+        layers, served by :meth:`precomputed_rdm`; asking them for features is a ``DataError``.
     """
 
     def __init__(self, layers: Mapping[str, np.ndarray], stimulus_ids: tuple[str, ...],
                  info: dict[str, Any] | None = None, *, stats: LayerStatistics | None = None,
-                 rows: np.ndarray | None = None) -> None:
+                 rows: np.ndarray | None = None, rdms: PrecomputedRDMs | None = None) -> None:
         self._features = dict(layers)
         self._stats = stats
+        self._rdms = rdms
         self.stimulus_ids = tuple(stimulus_ids)
         self.info = dict(info or {})
         # rows: this view's stimuli as rows of the stored features/statistics (None: all, in order)
@@ -426,8 +467,15 @@ class Activations:
             if arr.ndim != 2 or (n_base is not None and arr.shape[0] != n_base):
                 raise ValueError(f"Layer '{name}' must be (n_stimuli={len(self.stimulus_ids)}, n_features), "
                                  f"got {arr.shape}.")
+        if rdms is not None:
+            for name, square in rdms.rdms.items():
+                if n_base is not None and square.shape != (n_base, n_base):
+                    raise ValueError(f"Precomputed RDM of layer '{name}' must be ({n_base}, {n_base}), "
+                                     f"got {square.shape}.")
         if stats is not None:
             self._names = tuple(stats.layers)
+        elif rdms is not None and not self._features:
+            self._names = tuple(rdms.rdms)
         else:
             self._names = tuple(self._features)
 
@@ -453,6 +501,8 @@ class Activations:
         """Raw features of ``layer``, (n_stimuli, n_features) float32, in this object's stimulus order."""
         if layer not in self._names:
             raise KeyError(layer)
+        if self._rdm_only(layer):
+            raise self._rdms.error(layer, "its raw features")  # type: ignore[union-attr]
         if layer not in self._features:
             from framework.errors import DataError
 
@@ -471,7 +521,51 @@ class Activations:
         """Number of features of ``layer``."""
         if layer in self._features:
             return int(self._features[layer].shape[1])
+        if self._rdm_only(layer):
+            raise self._rdms.error(layer, "the number of features")  # type: ignore[union-attr]
         return int(self._require_stats(layer).widths[layer])
+
+    def _rdm_only(self, layer: str) -> bool:
+        """Whether ``layer`` is a precomputed RDM without features or statistics."""
+        return (self._rdms is not None and layer in self._rdms.rdms and layer not in self._features
+                and (self._stats is None or layer not in self._stats.widths))
+
+    def precomputed_rdm(self, layer: str, distance: str, *, rows: np.ndarray | None = None) -> np.ndarray | None:
+        """The given RDM of ``layer`` over this object's stimuli (or ``rows`` of them), or None.
+
+        Parameters
+        ----------
+        layer : str
+        distance : str
+            The distance asked for. The RDM is served when it was made with it; Euclidean
+            and squared Euclidean RDMs convert into each other exactly; any other distance
+            is a :class:`framework.errors.DataError` (an RDM cannot be re-made with another one).
+        rows : ndarray of int, optional
+
+        Returns
+        -------
+        ndarray, (n, n) float64, or None
+            A new array; None when ``layer`` has features (compute its RDM from them).
+        """
+        if not self._rdm_only(layer):
+            return None
+        given = self._rdms  # type: ignore[union-attr]
+        how = "as is" if distance == given.distance else _RDM_CONVERSIONS.get((given.distance, distance))
+        if how is None:
+            from framework.errors import DataError
+
+            raise DataError(f"{given.source[:1].upper()}{given.source[1:]} provides layer '{layer}' as an RDM of "
+                            f"{given.distance} distance; this metric asks for {distance} distance, which that RDM "
+                            f"cannot be converted to; set the metric's distance to '{given.distance}' (e.g. "
+                            f"--metric-param rsa.distance='{given.distance}').")
+        idx = self._compose(rows)
+        square = np.asarray(given.rdms[layer], dtype=np.float64)
+        square = square.copy() if idx is None else square[np.ix_(idx, idx)]
+        if how == "square":
+            square *= square
+        elif how == "sqrt":
+            np.sqrt(np.clip(square, 0.0, None), out=square)
+        return square
 
     def _require_stats(self, layer: str) -> LayerStatistics:
         if self._stats is None or layer not in self._stats.widths:
@@ -494,6 +588,9 @@ class Activations:
         if self._stats is not None and layer in self._stats.summary:
             fin = self._stats.summary[layer]["finite"]
             return bool(np.all(fin if self._rows is None else fin[self._rows]))
+        if self._rdm_only(layer):
+            square = self._rdms.rdms[layer]  # type: ignore[union-attr]
+            return bool(np.isfinite(square if self._rows is None else square[np.ix_(self._rows, self._rows)]).all())
         return bool(np.isfinite(np.asarray(self[layer])).all())
 
     def constant_layers(self, rows: np.ndarray | None = None) -> list[str]:
@@ -512,6 +609,12 @@ class Activations:
                 dig = s["digests"] if idx is None else s["digests"][idx]
                 fin = s["finite"] if idx is None else s["finite"][idx]
                 if dig.shape[0] >= 2 and fin.all() and (dig == dig[:1]).all():
+                    out.append(name)
+            elif self._rdm_only(name):  # every stimulus the same: every dissimilarity zero
+                idx = self._compose(rows)
+                square = self._rdms.rdms[name]  # type: ignore[union-attr]
+                square = square if idx is None else square[np.ix_(idx, idx)]
+                if square.shape[0] >= 2 and not np.any(square):
                     out.append(name)
             elif constant_layers([(name, self[name])], rows=rows):
                 out.append(name)
@@ -549,6 +652,8 @@ class Activations:
         from framework.errors import DataError
         from framework.numerics.gram import gram as build
 
+        if self._rdm_only(layer):
+            return self._gram_from_rdm(layer, center=center, rows=rows), None
         if check_finite and not self.finite(layer):
             raise DataError(f"Features of layer '{layer}' contain NaN/inf; fix the activations (e.g. clear "
                             "the activation cache with 'framework cache prune').")
@@ -570,6 +675,21 @@ class Activations:
             g = g[np.ix_(idx, idx)]
             sums = None if sums is None else sums[idx]
         return g, sums
+
+    def _gram_from_rdm(self, layer: str, *, center: bool, rows: np.ndarray | None) -> np.ndarray:
+        """The centred Gram matrix of a (squared) Euclidean precomputed RDM, ``-1/2 J D^2 J`` over the
+        stored stimuli (rows selected afterwards, as for features); (n, n) float64. Other RDMs and the
+        uncentred Gram matrix are not determined by an RDM: a ``DataError``."""
+        given = self._rdms  # type: ignore[union-attr]
+        if not center or given.distance not in ("euclidean", "sqeuclidean"):
+            raise given.error(layer, "the centred Gram matrix" if center else "the Gram matrix X X^T")
+        d2 = np.asarray(given.rdms[layer], dtype=np.float64)
+        d2 = d2 * d2 if given.distance == "euclidean" else d2.copy()
+        d2 -= d2.mean(axis=0, keepdims=True)
+        d2 -= d2.mean(axis=1, keepdims=True)
+        g = -0.5 * d2
+        idx = self._compose(rows)
+        return g if idx is None else g[np.ix_(idx, idx)]
 
     def _stats_cache(self) -> LayerStatistics:
         """Statistics computed from features, kept with this object (features-only activations)."""
@@ -596,6 +716,8 @@ class Activations:
         from framework.layer_stats import fold_key
         from framework.numerics.gram import fold_grams
 
+        if self._rdm_only(layer):
+            raise self._rdms.error(layer, f"the Gram matrices of {len(trains)} cross-validation fold(s)")  # type: ignore[union-attr]
         if not self.finite(layer):
             raise DataError(f"Layer '{layer}' has NaN/inf activations; re-extract it (clear the cache).")
         base = [np.asarray(t, dtype=np.int64) if self._rows is None else self._rows[np.asarray(t, dtype=np.int64)]
@@ -616,7 +738,7 @@ class Activations:
     def select(self, rows: np.ndarray | None, stimulus_ids: tuple[str, ...], info: dict[str, Any]) -> Activations:
         """The same layers over ``rows`` of this object's stimuli (in that order), without copying."""
         idx = self._compose(rows)
-        return Activations(self._features, stimulus_ids, info, stats=self._stats, rows=idx)
+        return Activations(self._features, stimulus_ids, info, stats=self._stats, rows=idx, rdms=self._rdms)
 
 
 @dataclass

@@ -34,6 +34,7 @@ class FakeDataset(DatasetPlugin):
 
     class Params(PluginParams):
         noise: float = param(0.1, "SD of the added Gaussian noise", ge=0)
+        label: str = param("fake-responses", "the dataset's name")
 
     def __init__(self, *, cache_dir=None, **params) -> None:
         self._init_params(params, "fake-responses")
@@ -48,7 +49,7 @@ class FakeDataset(DatasetPlugin):
         sites = SiteTable(tuple(f"s1/c{j}" for j in range(N_SITES)), ("s1",) * N_SITES,
                           ("17", "17", "18", "19", "37", "20"))
         responses = Responses(data.astype(np.float32), sites, stimuli.ids)
-        return Dataset("fake-responses", stimuli, digest_of("fake", self.noise), responses=responses)
+        return Dataset(self.params.label, stimuli, digest_of("fake", self.noise), responses=responses)
 
 
 class FakeModel(ModelPlugin):
@@ -196,3 +197,5 @@ def framework_register_metrics(registry):
 @hookimpl
 def framework_register_datasets(registry):
     registry.add(PluginSpec("dataset", "fake-responses", FakeDataset, "12 stimuli x 6 sites"))
+    registry.add(PluginSpec("dataset", "fake-noisy", FakeDataset, "the same, noisier",
+                            {"noise": 0.5, "label": "fake-noisy"}))

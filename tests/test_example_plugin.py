@@ -90,3 +90,25 @@ def test_installed_package_is_listed_and_scored(plugin_python, tmp_path):
     assert all(r["weights"] == "random init (fallback)" and r["value"] not in ("", None) for r in rows), rows
     assert "no pretrained weights source" in run.stderr     # the fallback is announced
 
+
+@pytest.mark.slow
+def test_installed_package_benchmark_is_listed_and_scored(plugin_python, tmp_path):
+    listing = _framework(plugin_python, "list", "benchmarks", tmp=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    line = next((ln for ln in listing.stdout.splitlines() if ln.strip().startswith("tinylab.demo-theta-rsa ")), None)
+    assert line is not None, f"the entry point did not register the benchmark:\n{listing.stdout}"
+    assert "tinynet-plugin 0.1" in line
+    assert "rsa (selection='optimistic') on demo × theta@150-350" in listing.stdout
+
+    store = tmp_path / "store"
+    run = _framework(plugin_python, "run", "--benchmarks", "tinylab.demo-theta-rsa", "--models",
+                     "tinynet,tinynet:random", "--store", str(store), "--no-progress", tmp=tmp_path)
+    assert run.returncode == 0, run.stderr
+    with open(store / "benchmarks.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["benchmark"], r["model"], r["weights"]) for r in rows} == {
+        ("tinylab.demo-theta-rsa", "tinynet", "random init (fallback)"),
+        ("tinylab.demo-theta-rsa", "tinynet:random", "random init")}
+    assert all(r["status"] == "ok" and float(r["normalized"]) == float(r["aggregate"]) for r in rows), rows
+    assert "## Benchmarks" in (store / "leaderboard.md").read_text()
+

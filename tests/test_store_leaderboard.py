@@ -54,21 +54,31 @@ def test_corrupt_database_is_a_clear_error(tmp_path):
         ResultsStore(tmp_path)
 
 
-def test_ranking_uses_mean_over_signals_and_direction(tmp_path):
+def test_no_ranking_across_signals_and_direction(tmp_path):
     with ResultsStore(tmp_path) as store:
         _record(store, "a", "lowgamma@50-250", 0.5)
-        _record(store, "a", "theta@50-250", 0.1)     # mean 0.3
+        _record(store, "a", "theta@50-250", 0.1)
         _record(store, "b", "lowgamma@50-250", 0.4)
-        _record(store, "b", "theta@50-250", 0.4)     # mean 0.4
+        _record(store, "b", "theta@50-250", 0.4)
         _record(store, "c", "lowgamma@50-250", 0.9, source="random")
         boards = build_boards(latest_rows(store))
     (board,) = boards
-    assert [e.model for e in board.entries] == ["c", "b", "a"]
+    # several signals: each is its own question, so the models are listed by name, not ranked by a mean
+    assert [e.model for e in board.entries] == ["a", "b", "c"]
     assert board.signals == ["theta@50-250", "lowgamma@50-250"]   # band order, not alphabetical
-    assert board.entries[0].weights == "random init"
-    assert board.entries[2].best_signal == "lowgamma@50-250"
+    assert board.entries[2].weights == "random init"
+    assert board.entries[0].best_signal == "lowgamma@50-250"
     text = render_terminal(boards)
-    assert re.search(r"^1\s+c\s+random init\s+0\.900", text, re.M)
+    assert "not ranked across signals" in text and "mean" not in text
+    assert re.search(r"^—\s+c\s+random init\s+lowgamma@50-250\s+0\.900", text, re.M)
+
+    with ResultsStore(tmp_path / "one") as store:    # one signal: ranked by it, ties share a rank
+        _record(store, "a", "s", 0.3)
+        _record(store, "b", "s", 0.7)
+        _record(store, "c", "s", 0.7)
+        (board,) = build_boards(latest_rows(store))
+    assert [e.model for e in board.entries] == ["b", "c", "a"]
+    assert re.findall(r"^(\d)\s+(\w)", render_terminal([board]), re.M) == [("1", "b"), ("1", "c"), ("3", "a")]
 
     with ResultsStore(tmp_path / "low") as store:
         _record(store, "x", "s", 2.0, higher=False)
@@ -118,10 +128,10 @@ def test_leaderboard_shows_the_stored_ci(tmp_path):
     a = next(e for e in board.entries if e.model == "a")
     assert a.cis == {"lowgamma@150-350": (-0.228, 0.7612)}
     text = render_terminal(boards)
-    assert re.search(r"^1\s+a\s+ImageNet\s+0\.424\s+lowgamma@150-350\s+0\.424 \[-0\.23, 0\.76\]", text, re.M)
-    assert re.search(r"^2\s+b\s+ImageNet\s+0\.200\s+lowgamma@150-350\s+0\.200\s*$", text, re.M)
+    assert re.search(r"^—\s+a\s+ImageNet\s+lowgamma@150-350\s+0\.424 \[-0\.23, 0\.76\]", text, re.M)
+    assert re.search(r"^—\s+b\s+ImageNet\s+lowgamma@150-350\s+0\.200\s*$", text, re.M)
     md = (tmp_path / "leaderboard.md").read_text()
-    assert "| 1 | a | ImageNet | 0.424 | lowgamma@150-350 | — | 0.424 [-0.23, 0.76] |" in md
-    assert "| 2 | b | ImageNet | 0.200 | lowgamma@150-350 | — | 0.200 |" in md
+    assert "| — | a | ImageNet | lowgamma@150-350 | — | 0.424 [-0.23, 0.76] * |" in md
+    assert "| — | b | ImageNet | lowgamma@150-350 | — | 0.200 |" in md
     page = (tmp_path / "leaderboard.html").read_text()
     assert ">0.424 [-0.23, 0.76]</td>" in page and "CI [-0.2280, 0.7612]" in page

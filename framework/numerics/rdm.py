@@ -787,12 +787,18 @@ def _layer_rdm(activations: Activations, layer: str, distance: str, order: np.nd
     """Condensed RDM of one layer from its Gram matrix (cached statistic or built from the features).
 
     The same numbers as :func:`rdm` on the layer's features: the Gram matrix is centred over
-    all stored stimuli for Euclidean distances, the rows are selected afterwards.
+    all stored stimuli for Euclidean distances, the rows are selected afterwards. A layer given
+    as an RDM (a reference model, :meth:`Activations.precomputed_rdm`) is served as given, or
+    refused when it was made with another distance.
     """
     n = len(activations.stimulus_ids) if order is None else len(order)
-    width = activations.n_features(layer)
     if n < 3:
         raise DataError(f"layer '{layer}' has {n} stimuli; an RDM comparison needs at least 3.")
+    given = activations.precomputed_rdm(layer, distance, rows=order)
+    if given is not None:
+        iu, ju = triu_indices(n)
+        return given[iu, ju]
+    width = activations.n_features(layer)
     if width < 1:
         raise DataError(f"layer '{layer}' has no features.")
     g, sums = activations.gram(layer, center=distance in ("euclidean", "sqeuclidean"))

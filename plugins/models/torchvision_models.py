@@ -6,10 +6,37 @@ Default layers follow the field's conventions:
   (after ReLU), ``fc8`` (logits) - nine layers;
 * VGG-11/13/16/19 and their ``_bn`` variants: ``pixels, pool1 .. pool5, fc6, fc7`` (after ReLU),
   ``fc8`` (logits);
-* other torchvision classifiers: ``pixels``, each top-level child module, in forward order.
+* every other torchvision classifier: ``pixels``, its stages (:func:`stage_layers`), ``pre_logits``
+  (the input of the classifier, :func:`classifier_path`) and ``logits`` (the network output).
+
+Stages (:func:`stage_layers`), a generic rule over the module tree, in forward order:
+
+1. the *head* is the top-level child holding the classifier (the last module, in registration
+   order, with parameters of its own: ``fc``, ``classifier.1``, ``heads.head``); it and every
+   top-level child after it are left out;
+2. a *trunk* is a container (``nn.Sequential``, ``nn.ModuleList``, ``nn.ModuleDict`` or a
+   subclass) with at least two *blocks* (modules that have child modules) among its children,
+   either a top-level child or the only block of a top-level child (ViT's ``encoder.layers``).
+   When exactly one trunk exists, its children replace it (``features`` -> ``features.0`` ...);
+   several (ResNet's ``layer1`` ... ``layer4``) are stages themselves and are kept whole;
+3. of the resulting modules, every block is a stage; plain modules (convolution, norm,
+   activation, pooling) are dropped, except the last plain module before the first block, the
+   output of a stem made of plain modules (ResNet's ``maxpool``, ViT's ``conv_proj``);
+4. only modules that run exactly once in the forward pass count (GoogLeNet's auxiliary heads do
+   not run in ``eval()``); a container that never runs as a unit (``nn.ModuleList``) stands for
+   its children (MaxViT's ``blocks.0`` ... ``blocks.3``).
+
+Examples: ``resnet18``: ``maxpool, layer1`` ... ``layer4``; ``efficientnet_b0``: ``features.0`` ...
+``features.8``; ``densenet121``: ``features.pool0``, its dense blocks and transitions;
+``vit_b_16``: ``conv_proj``, ``encoder.layers.encoder_layer_0`` ... ``_11``; ``regnet_y_400mf``:
+``stem``, ``trunk_output.block1`` ... ``block4``; ``maxvit_t``: ``stem``, ``blocks.0`` ... ``blocks.3``.
+``framework layers torchvision:<name>`` marks the defaults with ``*``.
 
 Friendly names are aliases of torchvision module paths (``conv1`` -> ``features.1``); both
 spellings are valid layer names and give identical arrays.
+
+Any torchvision classifier by name: ``torchvision:<name>`` (:class:`TorchvisionFamilyModel`), e.g.
+``torchvision:resnet50``, built and loaded exactly like the named models above.
 """
 from __future__ import annotations
 
@@ -20,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from framework.contracts import WeightsInfo
 from framework.errors import ConfigError, unknown_name_error
-from framework.params import PluginParams, param
+from framework.params import NoParams, PluginParams, param
 from plugins.models._torch_common import (
     PIXELS,
     HookedTorchModel,
@@ -47,10 +74,94 @@ ALEXNET_ALIASES = {
 VGG_FC_ALIASES = {"fc6": "classifier.1", "fc7": "classifier.4", "fc8": "classifier.6"}
 
 
+#: Name prefix of the family: ``torchvision:<architecture>``.
+PREFIX = "torchvision:"
+
+
 def _classification_archs() -> list[str]:
     import torchvision
 
     return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def classifier_path(module: torch.nn.Module) -> str | None:
+    """Path of the module producing the class scores: the last module, in registration order, with
+    parameters of its own (``fc``, ``classifier.6``, ``heads.head``; SqueezeNet's ``classifier.1``
+    convolution). None for a network without parameters."""
+    last = None
+    for path, sub in module.named_modules():
+        if path and next(sub.parameters(recurse=False), None) is not None:
+            last = path
+    return last
+
+
+def _is_block(module: torch.nn.Module) -> bool:
+    return next(module.children(), None) is not None
+
+
+def _trunk(path: str, module: torch.nn.Module) -> tuple[str, torch.nn.Module] | None:
+    """``(path, container)`` if ``module`` is a trunk or wraps exactly one (rule 2 of the module docstring)."""
+    import torch
+
+    def is_trunk(m: torch.nn.Module) -> bool:
+        containers = (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
+        return isinstance(m, containers) and sum(_is_block(c) for c in m.children()) >= 2
+
+    if is_trunk(module):
+        return path, module
+    blocks = [(name, child) for name, child in module.named_children() if _is_block(child)]
+    if len(blocks) == 1 and is_trunk(blocks[0][1]):
+        return f"{path}.{blocks[0][0]}", blocks[0][1]
+    return None
+
+
+def stage_layers(module: torch.nn.Module, known: list[str]) -> list[str]:
+    """The stages of a torchvision classifier (module docstring, rules 1-4), in forward order.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network (parameters may be on the meta device).
+    known : list of str
+        Its layers in forward order (modules that run exactly once), as ``HookedTorchModel.layers()``.
+
+    Returns
+    -------
+    list of str
+        Module paths, a subset of ``known`` in its order; no head, no ``pixels``.
+    """
+    head = (classifier_path(module) or "").split(".")[0]
+    top: list[tuple[str, torch.nn.Module]] = []
+    for name, child in module.named_children():
+        if name == head:
+            break
+        top.append((name, child))
+    trunks = [t for t in (_trunk(name, child) for name, child in top) if t is not None]
+    items: list[tuple[str, torch.nn.Module]] = []
+    for name, child in top:
+        if len(trunks) == 1 and (name == trunks[0][0] or trunks[0][0].startswith(name + ".")):
+            items.extend((f"{trunks[0][0]}.{n}", c) for n, c in trunks[0][1].named_children())
+        else:
+            items.append((name, child))
+    position = {layer: i for i, layer in enumerate(known)}
+    runs: list[tuple[str, torch.nn.Module]] = []
+    while items:  # a container that never runs as a unit (nn.ModuleList) stands for its children
+        path, child = items.pop(0)
+        if path in position:
+            runs.append((path, child))
+        elif _is_block(child):
+            items[:0] = [(f"{path}.{n}", c) for n, c in child.named_children()]
+    items = sorted(runs, key=lambda item: position[item[0]])
+    out: list[str] = []
+    stem: str | None = None
+    for path, child in items:
+        if _is_block(child):
+            if not out and stem is not None:
+                out.append(stem)
+            out.append(path)
+        elif not out:
+            stem = path
+    return out
 
 
 def layer_aliases(arch: str, module: torch.nn.Module) -> dict[str, str]:
@@ -121,7 +232,14 @@ class TorchvisionModel(HookedTorchModel):
         if arch not in archs:
             raise unknown_name_error("torchvision architecture", arch, archs, option=f"{name} arch",
                                      error_cls=ConfigError)
+        self._set_arch(arch)
+
+    def _set_arch(self, arch: str) -> None:
+        """Use torchvision architecture ``arch`` (already checked): weights enum, input size, version."""
         self.arch = arch
+        #: "2" for the stage rule (:func:`stage_layers`) of the default layers, which replaced "every
+        #: top-level child"; AlexNet and VGG keep their convention, hence "1". Part of the cell key.
+        self.plugin_version = "1" if arch == "alexnet" or arch in VGG_ARCHS else "2"
         from torchvision.models import get_model_weights
 
         self._weights_enum = get_model_weights(arch).DEFAULT
@@ -132,25 +250,47 @@ class TorchvisionModel(HookedTorchModel):
     def _build(self) -> torch.nn.Module:
         import torchvision
 
-        return torchvision.models.get_model(self.arch, weights=None)
+        kwargs: dict[str, Any] = {}
+        if self.arch.startswith("vit_"):  # a ViT is built for one input size: that of its DEFAULT weights
+            kwargs["image_size"] = self._input_size[1]
+        return torchvision.models.get_model(self.arch, weights=None, **kwargs)
+
+    def _meta_build(self) -> torch.nn.Module:
+        """The network without parameter data (meta device) for its structure; the real one when a
+        network cannot be built that way (RegNet's initialisation reads values)."""
+        import torch
+
+        if self._module is not None:
+            return self._module
+        try:
+            with torch.device("meta"):
+                return self._build()
+        except Exception:
+            return self._built()
 
     def _make_transform(self) -> Callable[[Image.Image], torch.Tensor]:
         return self._weights_enum.transforms()
 
     def _special_taps(self, module: torch.nn.Module) -> dict[str, _Tap]:
-        return {alias: _Tap(path) for alias, path in layer_aliases(self.arch, module).items()}
+        """AlexNet / VGG aliases; for every other network ``pre_logits`` (the classifier's input) and ``logits``."""
+        if self.arch == "alexnet" or self.arch in VGG_ARCHS:
+            return {alias: _Tap(path) for alias, path in layer_aliases(self.arch, module).items()}
+        taps = {"logits": _Tap("")}
+        path = classifier_path(module)
+        if path is not None:
+            taps["pre_logits"] = _Tap(path, "input")
+        return taps
 
     def _convention_layers(self) -> list[str]:
+        """AlexNet / VGG conventions; else ``pixels``, the stages (:func:`stage_layers`), ``pre_logits``, ``logits``."""
         if self.arch == "alexnet":
             return [PIXELS, "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
         if self.arch in VGG_ARCHS:
             return [PIXELS, "pool1", "pool2", "pool3", "pool4", "pool5", "fc6", "fc7", "fc8"]
-        import torch
-
-        with torch.device("meta"):
-            module = self._build()
-        top = {path for path, _ in module.named_children()}
-        return [PIXELS] + [layer for layer in self.layers() if layer in top]
+        known = self.layers()
+        module = self._meta_build()
+        tail = [x for x in ("pre_logits", "logits") if x in known]
+        return [PIXELS] + stage_layers(module, known) + tail
 
     def cached_weights_path(self) -> Path:
         """Where torchvision's loader keeps the pretrained file (``<torch hub dir>/checkpoints/<file>``)."""
@@ -199,3 +339,40 @@ class TorchvisionModel(HookedTorchModel):
             "std": [float(v) for v in t.std],
             "color": "RGB (grey replicated, alpha composited on white)",
         }
+
+
+class TorchvisionFamilyModel(TorchvisionModel):
+    """Any torchvision classifier by name: ``torchvision:<arch>`` (registered as the family ``torchvision:*``).
+
+    Parameters
+    ----------
+    name : str
+        ``"torchvision:<arch>"``, ``<arch>`` one of ``torchvision.models.list_models(module=torchvision.models)``
+        (e.g. ``"torchvision:resnet50"``); anything else is a :class:`ConfigError` with a suggestion.
+    weights, weights_file, seed, layers
+        As :class:`TorchvisionModel`: the architecture's ``DEFAULT`` weights enum from the torch hub
+        cache (offline without it: ``"auto"`` falls back to seeded random init with a warning,
+        ``"pretrained"`` raises :class:`~framework.errors.DataError`).
+
+    Notes
+    -----
+    Default layers: AlexNet and VGG keep their conventions (``torchvision:alexnet`` equals ``alexnet``);
+    every other network gets ``pixels``, its stages (:func:`stage_layers`), ``pre_logits``, ``logits``.
+    """
+
+    Params = NoParams
+
+    def __init__(self, *, name: str, weights: str = "auto", weights_file: str | Path | None = None,
+                 seed: int = 0, layers: list[str] | None = None, **params: Any) -> None:
+        HookedTorchModel.__init__(self, name=name, weights=weights, weights_file=weights_file, seed=seed,
+                                  layers=layers, **params)
+        if not isinstance(name, str) or not name.startswith(PREFIX) or len(name) == len(PREFIX):
+            raise ConfigError(f"A torchvision model name must look like '{PREFIX}<architecture>' (e.g. "
+                              f"'{PREFIX}resnet50'), got {name!r}.")
+        arch = name[len(PREFIX):]
+        archs = _classification_archs()
+        if arch not in archs:
+            err = unknown_name_error("torchvision model", name, [PREFIX + a for a in archs], error_cls=ConfigError)
+            raise ConfigError(f"{err} torchvision.models.list_models(module=torchvision.models) lists all "
+                              f"{len(archs)}.")
+        self._set_arch(arch)

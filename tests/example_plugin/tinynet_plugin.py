@@ -34,3 +34,14 @@ class TinyNetPlugin(TorchModulePlugin):
 @hookimpl
 def framework_register_models(registry):
     registry.add_model("tinynet", TinyNetPlugin, "TinyNet: a small CNN from a separate package")
+
+
+@hookimpl
+def framework_register_benchmarks(registry):
+    # A benchmark is data: the built-in Benchmark class with this package's choice of dataset, signal and metric.
+    registry.declare("benchmark", "tinylab.demo-theta-rsa", "framework.benchmarks:Benchmark",
+                     "Example third-party benchmark: RSA of theta power 150-350 ms on a small demo dataset",
+                     params={"dataset": "demo", "dataset_params": {"n_images_per_category": 4, "n_subjects": 2},
+                             "signal": "theta@150-350", "metric": "rsa", "metric_params": {"selection": "optimistic"},
+                             "normalize": "none",
+                             "reference": "framework test suite"})
