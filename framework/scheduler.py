@@ -54,6 +54,10 @@ from framework.types import Activations, Dataset, StimulusSet, Target, digest_of
 
 log = logging.getLogger("framework.scheduler")
 
+#: Largest per-layer size (bytes) of a statistic computed ahead for a built-in metric the run does not use
+#: (:meth:`Scheduler._extra_needs`).
+EXTRA_STATS_BYTES = 8 * 2**20
+
 _PACKAGES = ("numpy", "scipy", "torch", "torchvision", "timm", "mne", "scikit-learn", "pluggy", "pydantic")
 
 
@@ -749,7 +753,8 @@ class Scheduler:
         n = len(self.plan.dataset.stimuli)
         t0 = time.perf_counter()
         with _bar(n, f"{choice.name}: activations", "img", show=self.show_progress) as bar:
-            acts, _ = cache.load(model, self.plan.dataset.stimuli, list(layers), key=key, needs=needs,
+            acts, _ = cache.load(model, self.plan.dataset.stimuli, list(layers), key=key,
+                                 needs=needs + self._extra_needs(needs),
                                  batch_size=self.plan.config.batch_size,
                                  progress=lambda done: bar.update(done - bar.n),  # reports cumulative counts
                                  reduction=self.plan.config.reduction,
@@ -757,6 +762,38 @@ class Scheduler:
         info["extraction"] = f"{time.perf_counter() - t0:.2f} s"
         log.info("Extracted %d layers of '%s' for %d stimuli in %s.", len(layers), choice.name, n, info["extraction"])
         return acts, weights, info
+
+    def _extra_needs(self, needs: list[Need]) -> list[Need]:
+        """Statistics of the built-in metrics this run does not use, computed while the network runs anyway.
+
+        A later run with other built-in metrics on the same data (``--metrics all`` after ``rsa``) then
+        reads them from the cache instead of running every network again. Only statistics of at most
+        :data:`EXTRA_STATS_BYTES` per layer (per-fold Gram matrices are ``n_folds x n_stimuli^2`` float64:
+        0.8 MB for the 100-stimulus demo, 80 MB for 1,000 stimuli; raw features only of narrow layers);
+        a built-in metric that cannot plan this dataset is skipped (it will say why when it is run).
+        """
+        n = len(self.plan.dataset.stimuli)
+        target_kind = "rdms" if self.plan.dataset.kind == "rdms" else "responses"
+        out: list[Need] = []
+        for spec in self._registry.specs("metric"):
+            if spec.source != "builtin" or spec.is_family or spec.name in self.plan.metrics:
+                continue
+            try:
+                metric = spec.create()
+                if target_kind not in metric.accepts:
+                    continue
+                extra = metric.needs(self.plan.dataset, seed=self.plan.config.seed)
+            except Exception as exc:  # any failure only loses the head start
+                log.debug("No cached statistics ahead for metric '%s': %s", spec.name, exc)
+                continue
+            for need in extra:
+                if need.kind == "features":  # only narrow layers' features (e.g. ridge's layers below a fold)
+                    per_layer = 4 * n * need.max_width if need.max_width is not None else EXTRA_STATS_BYTES + 1
+                else:
+                    per_layer = 8 * n * n * (len(need.trains) if need.kind == "fold_grams" else 1)
+                if per_layer <= EXTRA_STATS_BYTES and need not in needs and need not in out:
+                    out.append(need)
+        return out
 
     def _needs(self, work: _ModelWork) -> list[Need]:
         """What the metrics of ``work``'s pending cells read from each layer, plus the raw features

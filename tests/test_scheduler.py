@@ -145,3 +145,41 @@ def test_bad_model_parameters_fail_before_any_work(tmp_path):
     with pytest.raises(FrameworkError, match=r"Unknown model 'timm:resnt18'.*'timm:resnet18'"):
         run(RunConfig(models=["timm:resnt18"], store=tmp_path / "s", progress=False), registry=registry)
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_first_extraction_keeps_the_statistics_of_every_builtin_metric(tmp_path, caplog, monkeypatch):
+    """After an rsa run, a linear-predictivity run reads its per-fold Gram matrices from the cache (no second
+    forward pass) and scores exactly as a run that extracted for it."""
+    import logging
+
+    from framework.registry import get_plugin_manager, load_registry
+
+    registry = load_registry(get_plugin_manager(entry_points=False))
+    small = {"demo": {"n_images_per_category": 6, "n_subjects": 1, "n_sites": 10}}
+    common = dict(dataset="demo", models=["alexnet:random"], signals=["lowgamma@150-350"], dataset_params=small,
+                  progress=False)
+    run(RunConfig(metrics=["rsa"], store=tmp_path / "a", **common), registry=registry)
+    with caplog.at_level(logging.INFO, logger="framework"):
+        caplog.clear()
+        run(RunConfig(metrics=["linear-predictivity"], store=tmp_path / "a", **common), registry=registry)
+    assert "Extracted" not in caplog.text
+    with ResultsStore(tmp_path / "a") as store:
+        after = next(r for r in store.rows(status="ok") if r["metric"] == "linear-predictivity")
+    # a fresh cache: extracted for linear-predictivity alone
+    monkeypatch.setenv("FRAMEWORK_CACHE_DIR", str(tmp_path / "fresh-cache"))
+    with caplog.at_level(logging.INFO, logger="framework"):
+        caplog.clear()
+        run(RunConfig(metrics=["linear-predictivity"], store=tmp_path / "b", **common), registry=registry)
+    assert "Extracted 9 layers" in caplog.text
+    with ResultsStore(tmp_path / "b") as store:
+        fresh = next(r for r in store.rows(status="ok"))
+    assert np.isfinite(fresh["value"])
+    assert after["value"] == pytest.approx(fresh["value"], abs=1e-9)
+    for name, table in fresh["details"].items():      # every per-layer / per-site number
+        for column, values in table.items():
+            got = after["details"][name][column]
+            if values and isinstance(values[0], float):
+                np.testing.assert_allclose(np.array(got, dtype=float), np.array(values, dtype=float), atol=1e-9)
+            else:
+                assert got == values, (name, column)
