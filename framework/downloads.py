@@ -40,7 +40,7 @@ __all__ = ["RemoteFile", "downloads_dir", "download_timeout", "fetch", "fetch_me
 log = logging.getLogger("framework.downloads")
 
 #: Seconds every socket operation of a download may take (``$FRAMEWORK_DOWNLOAD_TIMEOUT`` overrides it).
-DOWNLOAD_TIMEOUT_S = 60.0
+DOWNLOAD_TIMEOUT_S = 20.0
 #: Seconds the offline probe waits for a TCP connection to the host.
 PROBE_TIMEOUT_S = 5.0
 #: Attempts per file: the first download and one retry.
@@ -93,8 +93,9 @@ def download_timeout() -> float:
     except ValueError:
         value = float("nan")
     if not (value > 0 and value != float("inf")):
-        raise ConfigError(f"$FRAMEWORK_DOWNLOAD_TIMEOUT must be a number of seconds > 0, got {raw!r}; fix or "
-                          "unset it.")
+        raise ConfigError(f"$FRAMEWORK_DOWNLOAD_TIMEOUT is {raw!r}; expected a number of seconds > 0 (the "
+                          f"download timeout). Set e.g. FRAMEWORK_DOWNLOAD_TIMEOUT={DOWNLOAD_TIMEOUT_S:g}, or unset "
+                          "it for the default.")
     return value
 
 

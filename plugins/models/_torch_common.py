@@ -32,6 +32,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from framework import downloads as _downloads
 from framework.contracts import ModelPlugin, WeightsInfo
 from framework.errors import ConfigError, DataError, PluginError, unknown_name_error
 from framework.types import StimulusSet
@@ -489,37 +490,17 @@ def load_state_dict_strict(module: torch.nn.Module, state: dict[str, torch.Tenso
 # ----------------------------------------------------------------------------------------
 # downloads and the torch hub cache
 # ----------------------------------------------------------------------------------------
-#: Seconds a weights download waits for the server (to connect, or for any block of data)
-#: before giving up; ``$FRAMEWORK_DOWNLOAD_TIMEOUT`` overrides it. A firewalled machine
+#: Seconds a weights download waits for the server (to connect, or for any block of data) before
+#: giving up, and the offline probe's limit: those of :mod:`framework.downloads`, the one
+#: implementation (``$FRAMEWORK_DOWNLOAD_TIMEOUT`` overrides the first). A firewalled machine
 #: therefore falls back (``weights="auto"``) or fails (``"pretrained"``) instead of hanging.
-DOWNLOAD_TIMEOUT = 20.0
-#: Seconds the offline probe (:func:`host_unreachable`) waits for a TCP connection; a smaller
-#: ``$FRAMEWORK_DOWNLOAD_TIMEOUT`` lowers it too.
-PROBE_TIMEOUT_S = 5.0
+DOWNLOAD_TIMEOUT = _downloads.DOWNLOAD_TIMEOUT_S
+PROBE_TIMEOUT_S = _downloads.PROBE_TIMEOUT_S
 #: torchvision / torch hub file names end in ``-<first hex digits of the file's SHA-256>.<ext>``.
 _HASH_IN_NAME = re.compile(r".*-([0-9a-f]{6,64})\.[A-Za-z0-9]+")
 
 
-def download_timeout() -> float:
-    """The download timeout in seconds: ``$FRAMEWORK_DOWNLOAD_TIMEOUT`` if set, else :data:`DOWNLOAD_TIMEOUT`.
-
-    Raises
-    ------
-    ConfigError
-        The variable is set but is not a finite number of seconds > 0.
-    """
-    raw = os.environ.get("FRAMEWORK_DOWNLOAD_TIMEOUT")
-    if raw is None or not raw.strip():
-        return DOWNLOAD_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"$FRAMEWORK_DOWNLOAD_TIMEOUT is {raw!r}; expected a number of seconds > 0 (the "
-                          f"download timeout). Set e.g. FRAMEWORK_DOWNLOAD_TIMEOUT={DOWNLOAD_TIMEOUT:g}, or unset "
-                          "it for the default.")
-    return value
+download_timeout = _downloads.download_timeout
 
 
 def hash_prefix_in_name(name: str) -> str | None:
@@ -585,27 +566,7 @@ def check_cached_file(path: str | Path, *, what: str, fix: str) -> str:
     return digest
 
 
-def host_unreachable(url: str, timeout: float | None = None) -> str | None:
-    """None when a TCP connection to ``url``'s host (or to the proxy configured for its scheme) opens
-    within ``timeout`` seconds (default :data:`PROBE_TIMEOUT_S`), else the reason: a fast offline check."""
-    import socket
-    import urllib.request
-
-    parsed = urlparse(url)
-    host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
-    if not host:
-        return f"no host in {url!r}"
-    via = ""
-    proxy = urllib.request.getproxies().get(parsed.scheme)
-    if proxy and not urllib.request.proxy_bypass(host):
-        p = urlparse(proxy if "://" in proxy else f"http://{proxy}")
-        if p.hostname:
-            host, port, via = p.hostname, p.port or (443 if p.scheme == "https" else 80), " (proxy)"
-    try:
-        with socket.create_connection((host, port), timeout=timeout or min(PROBE_TIMEOUT_S, download_timeout())):
-            return None
-    except OSError as exc:
-        return f"{host}:{port}{via} unreachable: {one_line(exc, 100)}"
+host_unreachable = _downloads.host_unreachable
 
 
 def download_file(url: str, dst: str | Path, *, hash_prefix: str | None = None,
