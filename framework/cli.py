@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -271,71 +270,15 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _metric_declarations(names: set[str]) -> tuple[dict[str, str], dict[str, tuple]]:
-    """Headline text and layer x area maps declared by each metric class (unknown metrics: none)."""
-    from framework.registry import load_registry
-
-    registry = load_registry()
-    headlines: dict[str, str] = {}
-    maps: dict[str, tuple] = {}
-    for name in names:
-        try:
-            spec, _ = registry.resolve("metric", name)
-            factory = spec.load_factory()
-        except FrameworkError:
-            continue
-        headlines[name] = getattr(factory, "headline", "")
-        maps[name] = tuple(getattr(factory, "layer_area_maps", ()))
-    return headlines, maps
-
-
-def natural_key(name: str) -> list:
-    """Sort key that orders the numbers inside a name by value (``@50-250`` before ``@150-350``)."""
-    import re
-
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-def _benchmark_board(rows: list[dict[str, Any]]):
-    """The models × benchmarks board of the registered benchmarks that have rows in ``rows`` (None if none);
-    a benchmark whose declaration is invalid is left out with a warning."""
-    from framework.benchmark_board import build_benchmark_board
-    from framework.registry import load_registry
-
-    registry = load_registry()
-    benches, params = [], {}
-    for spec in sorted(registry.specs("benchmark"), key=lambda sp: natural_key(sp.name)):
-        try:
-            bench = registry.create("benchmark", spec.name)
-            metric = registry.create("metric", bench.params.metric, **bench.params.metric_params)
-        except FrameworkError as exc:
-            log.warning("Benchmark '%s' left out of the leaderboard: %s", spec.name, exc)
-            continue
-        benches.append(bench)
-        params[bench.name] = json.loads(json.dumps(metric.parameters()))
-    return build_benchmark_board(rows, benches, params) if benches else None
-
-
 def _print_leaderboard(store_dir: Path, *, readonly: bool = False) -> None:
     """Print the leaderboard and write its files into the store; a store that cannot be written
     (read-only folder or mount) is still printed, with a warning that the files were not written."""
-    from framework.leaderboard import build_boards, latest_rows, render_terminal, write_leaderboard
-    from framework.store import ResultsStore
+    from framework.benchmark_board import render_benchmark_terminal
+    from framework.leaderboard import render_terminal
+    from framework.publish import store_leaderboard
 
-    with ResultsStore(store_dir, readonly=readonly) as store:
-        rows = list(store.rows(status="ok"))
-        metrics = {r["metric"] for r in rows}
-        headlines, maps = _metric_declarations(metrics)
-        bboard = _benchmark_board(rows)
-        try:
-            boards, paths = write_leaderboard(store, headlines, maps, benchmark_board=bboard)
-        except OSError as exc:
-            boards, paths = build_boards(latest_rows(store), headlines), []
-            log.warning("Leaderboard files not written: '%s' is not writable (%s).", store_dir,
-                        exc.strerror or exc)
+    boards, bboard, paths = store_leaderboard(store_dir, readonly=readonly)
     if bboard is not None:
-        from framework.benchmark_board import render_benchmark_terminal
-
         print(render_benchmark_terminal(bboard), end="")
     print(render_terminal(boards), end="")
     if paths:

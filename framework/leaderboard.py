@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import html
+import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -273,6 +274,13 @@ def render_markdown(boards: list[Board], *, before: str = "") -> str:
     return "\n".join(lines)
 
 
+def _layer_text(best: Any) -> str:
+    """A best layer as CSV text: the name, or a JSON object for per-area layers (``{"IT": "fc6", ...}``)."""
+    if best is None or isinstance(best, str):
+        return best or ""
+    return json.dumps(best, sort_keys=True)
+
+
 def render_csv_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Long-format rows, ranked within (dataset, metric, signal)."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -294,7 +302,7 @@ def render_csv_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "rank": rank if r["value"] is not None else "",
                 "model": r["model"], "weights": weights_text(r["weights_source"], r["weights_label"]),
                 "value": r["value"], "ceiling": r["ceiling"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
-                "p_value": r["p_value"], "best_layer": summary.get("best_layer", ""),
+                "p_value": r["p_value"], "best_layer": _layer_text(summary.get("best_layer", "")),
                 "weights_digest": (r["provenance"].get("model") or {}).get("weights_digest", ""),
                 "dataset_digest": (r["provenance"].get("dataset") or {}).get("digest", ""),
                 "seconds": r["seconds"], "cell_key": r["cell_key"],
