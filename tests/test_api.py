@@ -84,3 +84,48 @@ def test_leaderboard_csv_writes_per_area_best_layers_as_json(tmp_path):
         write_leaderboard(st)
     (row,) = list(csv.DictReader((tmp_path / "leaderboard.csv").read_text().splitlines()))
     assert json.loads(row["best_layer"]) == {"IT": "fc6"}
+
+
+def test_in_memory_rdm_dataset_scores_like_scipy(tmp_path):
+    """An RDM dataset built from arrays is scored through framework.run; the rsa per-subject correlations
+    equal SciPy's Spearman between the model's layer RDM (computed independently) and each subject RDM."""
+    from scipy import stats
+    from scipy.spatial.distance import pdist, squareform
+
+    rng = np.random.default_rng(3)
+    n = 12
+    images = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+    base = squareform(pdist(rng.standard_normal((n, 5)), "correlation"))
+    subj = np.stack([base + 0.01 * squareform(pdist(rng.standard_normal((n, 5)))) for _ in range(3)])
+    ds = framework.rdms_dataset("arrays-rdm", images, {"IT": subj}, distance="correlation")
+    res = framework.run(dataset=ds, models="pixels", metrics="rsa", store=tmp_path / "s",
+                        metric_params={"rsa": {"selection": "optimistic", "include_pixels": True}})
+    (row,) = res.rows()
+    assert row["dataset"] == "arrays-rdm" and row["status"] == "ok"
+    # independent: the pixels model's layer is the preprocessed image (ImageNet-normalised 224 px crop)
+    from framework.registry import load_registry
+
+    model = load_registry().create("model", "pixels", seed=0)
+    x = np.concatenate([b["image"] for b in model.extract(ds.stimuli, ["image"])]).astype(np.float64)
+    layer = pdist(x, "correlation")
+    iu = np.triu_indices(n, 1)
+    want = [stats.spearmanr(layer, s[iu]).statistic for s in subj]
+    las = row["details"]["layer_area_subject"]
+    np.testing.assert_allclose(las["r"], want, atol=1e-10)
+    # a registered name is refused; a bad name too
+    with pytest.raises(ConfigError, match="already a registered dataset"):
+        framework.run(dataset=framework.rdms_dataset("demo", images, {"IT": subj}, distance="correlation"),
+                      models="pixels", store=tmp_path / "t")
+
+
+def test_in_memory_responses_dataset_runs(fake_plugins_env, tmp_path):
+    rng = np.random.default_rng(0)
+    n, k = 12, 4
+    images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    data = rng.standard_normal((n, k))
+    ds = framework.responses_dataset("arrays-resp", images, data, subjects=["s1"] * k, areas=["17", "18", "19", "37"])
+    res = framework.run(dataset=ds, models="fake-net", metrics="fake-corr", signals="all", store=tmp_path / "s")
+    df = res.to_pandas()
+    assert set(df["dataset"]) == {"arrays-resp"} and set(df["status"]) == {"ok"} and len(df) >= 1
+    assert ds.digest != framework.responses_dataset("arrays-resp", images, data + 1e-3, subjects=["s1"] * k,
+                                                    areas=["17", "18", "19", "37"]).digest
