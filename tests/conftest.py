@@ -1,6 +1,7 @@
 """Shared fixtures: registries without entry points, temporary stores and caches."""
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -33,6 +34,24 @@ def fake_registry():
 
     pm = get_plugin_manager(entry_points=False, builtins=False, extra_plugins=[fake_plugins])
     return load_registry(pm)
+
+
+@pytest.fixture
+def model_log():
+    """Records of the "framework.models" logger (independent of handlers the CLI may have installed)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    logger = logging.getLogger("framework.models")
+    handler, level = Keep(level=logging.WARNING), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 @pytest.fixture

