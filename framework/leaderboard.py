@@ -30,7 +30,12 @@ from framework.contracts import LayerAreaMap
 from framework.fileio import atomic_file
 from framework.store import ResultsStore
 
-FILES = ("leaderboard.csv", "leaderboard.md", "leaderboard.html")
+FILES = ("leaderboard.csv", "leaderboard.md", "leaderboard.html", "layers.csv")
+#: Columns of ``layers.csv`` (one row per cell, details-table row and measure).
+LAYER_FIELDS = ("dataset", "metric", "signal", "model", "weights", "table", "layer", "layer_index", "area", "subject",
+                "site", "measure", "value", "cell_key")
+#: Columns of a details table that identify its row rather than measure something.
+_ROW_KEYS = ("layer", "layer_index", "area", "subject", "site")
 
 
 @dataclass
@@ -281,6 +286,33 @@ def _layer_text(best: Any) -> str:
     return json.dumps(best, sort_keys=True)
 
 
+def render_layer_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-layer numbers of every cell in long format (``layers.csv``).
+
+    Every details table with a ``layer`` column gives one output row per table row and numeric
+    measure column (e.g. rsa's ``layer_area``: layer, area, then ``r_mean``, ``r_sem``, ...), with
+    the cell's dataset, metric, signal, model and weights.
+    """
+    out = []
+    for r in rows:
+        weights = weights_text(r["weights_source"], r["weights_label"])
+        for name, table in (r.get("details") or {}).items():
+            if "layer" not in table:
+                continue
+            n = len(table["layer"])
+            if not all(isinstance(v, list) and len(v) == n for v in table.values()):
+                continue
+            measures = [c for c, v in table.items() if c not in _ROW_KEYS
+                        and all(x is None or (isinstance(x, (int, float)) and not isinstance(x, bool)) for x in v)]
+            for i in range(n):
+                ident = {k: (table[k][i] if k in table else "") for k in _ROW_KEYS}
+                for m in measures:
+                    out.append({"dataset": r["dataset"], "metric": r["metric"], "signal": r["signal"],
+                                "model": r["model"], "weights": weights, "table": name, **ident, "measure": m,
+                                "value": table[m][i], "cell_key": r["cell_key"]})
+    return out
+
+
 def render_csv_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Long-format rows, ranked within (dataset, metric, signal)."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -507,6 +539,11 @@ def write_leaderboard(store: ResultsStore, headlines: dict[str, str] | None = No
         paths.append(directory / "benchmarks.csv")
         _atomic_write(paths[-1], bbuf.getvalue())
     _atomic_write(paths[0], buf.getvalue())
+    lbuf = io.StringIO()
+    lwriter = csv.DictWriter(lbuf, fieldnames=list(LAYER_FIELDS))
+    lwriter.writeheader()
+    lwriter.writerows({k: csv_text(v) for k, v in row.items()} for row in render_layer_rows(rows))
+    _atomic_write(paths[3], lbuf.getvalue())
     _atomic_write(paths[1], render_markdown(boards, before=md_before))
     _atomic_write(paths[2], render_html(boards, before=html_before))
     return boards, paths

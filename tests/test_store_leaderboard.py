@@ -94,7 +94,13 @@ def test_leaderboard_files(tmp_path):
         boards, paths = write_leaderboard(store, {"m": "the headline"},
                                           {"m": (LayerAreaMap("layer_area", "r", "RDM correlation"),)})
     names = sorted(p.name for p in paths)
-    assert names == ["leaderboard.csv", "leaderboard.html", "leaderboard.md"]
+    assert names == ["layers.csv", "leaderboard.csv", "leaderboard.html", "leaderboard.md"]
+    layer_rows = list(csv.DictReader((tmp_path / "layers.csv").read_text().splitlines()))
+    got = {(r["model"], r["layer"], r["area"], r["measure"]): float(r["value"]) for r in layer_rows}
+    table = LAYER_AREA["layer_area"]
+    want = {(m, layer, area, "r"): v for m in ("a", "b")
+            for layer, area, v in zip(table["layer"], table["area"], table["r"])}
+    assert got == want and all(r["table"] == "layer_area" and r["weights"] == "ImageNet" for r in layer_rows)
     rows = list(csv.DictReader((tmp_path / "leaderboard.csv").read_text().splitlines()))
     assert [(r["model"], r["rank"]) for r in rows] == [("b", "1"), ("a", "2")]
     assert rows[0]["best_layer"] == "fc6" and rows[0]["ceiling"] == "0.8"
