@@ -376,6 +376,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                      resp.get("n_sites"), state)
     log.info("Run %s: %d cell(s) scored, %d skipped (already in the store), %d failed, in %.1f s.",
              summary.run_id, summary.n_done, summary.n_skipped, summary.n_failed, summary.seconds)
+    if summary.fallback_models:
+        log.warning("%d of %d model(s) used random init because their pretrained weights were unavailable (labelled "
+                    "'random init (fallback)'): %s.", len(summary.fallback_models), summary.n_models,
+                    ", ".join(summary.fallback_models))
     _print_leaderboard(config.store)
     if summary.failures:
         print(f"framework: {summary.n_failed} of {summary.n_cells} cell(s) failed:", file=sys.stderr)

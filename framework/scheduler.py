@@ -535,6 +535,10 @@ class RunSummary:
     signal_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: The store's run of each plan, when several plans ran (:func:`run`).
     run_ids: list[str] = field(default_factory=list)
+    #: Models scored with random init because their pretrained weights were unavailable (``weights="auto"``).
+    fallback_models: list[str] = field(default_factory=list)
+    #: Models whose weights were resolved.
+    n_models: int = 0
 
     @property
     def n_failed(self) -> int:
@@ -694,6 +698,9 @@ class Scheduler:
                 log.error(text)
                 works.append(_ModelWork(choice, cells, error=text))
                 continue
+            if weights.source == "random" and choice.weights in ("auto", "pretrained") and not choice.weights_file:
+                summary.fallback_models.append(name)
+            summary.n_models += 1
             keyed = [replace(c, cell=c.cell.with_weights(weights.source, weights.digest)) for c in cells]
             pending = [c for c in keyed if c.cell.key not in done]
             summary.n_skipped += len(keyed) - len(pending)
@@ -956,5 +963,7 @@ def merge_summaries(summaries: list[RunSummary], datasets: list[str]) -> RunSumm
         out.failures += s.failures
         out.seconds += s.seconds
         out.run_ids.append(s.run_id)
+        out.fallback_models += [m for m in s.fallback_models if m not in out.fallback_models]
+        out.n_models = max(out.n_models, s.n_models)
         out.signal_info.update({f"{dataset}:{k}": v for k, v in s.signal_info.items()})
     return out

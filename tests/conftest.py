@@ -24,6 +24,9 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     (cache / "datasets").symlink_to(shared, target_is_directory=True)
     monkeypatch.setenv("FRAMEWORK_CACHE_DIR", str(cache))
     monkeypatch.delenv("FRAMEWORK_PLUGINS", raising=False)
+    from plugins.models import _torch_common
+
+    _torch_common._FALLBACK_ANNOUNCED.clear()   # each test sees the one-line fallback warning again
 
 
 @pytest.fixture

@@ -88,7 +88,8 @@ def test_installed_package_is_listed_and_scored(plugin_python, tmp_path):
     assert {r["model"] for r in rows} == {"tinynet"} and len(rows) == 2
     # offline with --weights auto: scored with random init, labelled as a fallback (README, "What a run writes")
     assert all(r["weights"] == "random init (fallback)" and r["value"] not in ("", None) for r in rows), rows
-    assert "no pretrained weights source" in run.stderr     # the fallback is announced
+    assert "pretrained weights unavailable (Model 'tinynet' has no pretrained weights source" in run.stderr
+    assert "1 of 1 model(s) used random init" in run.stderr  # announced in one line, summed up at the end
 
 
 @pytest.mark.slow

@@ -93,7 +93,7 @@ def test_fallback_cell_is_rescored_once_pretrained_weights_load(tmp_path, monkey
     code, err = _main(capsys, *args)
     assert code == 0, err
     assert offline, "the loader should have tried to download the missing weights"
-    assert "pretrained weights unavailable, using random init" in err
+    assert "pretrained weights unavailable (" in err and "using random init" in err
     (fallback,) = _alexnet_rows(store)
     assert fallback["status"] == "ok" and fallback["weights_source"] == "random"
     assert fallback["provenance"]["model"]["weights_mode"] == "auto"

@@ -135,6 +135,25 @@ def state_dict_digest(state: torch.nn.Module | dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+#: Models whose random-init fallback was announced in this process (a run over several datasets builds a
+#: model once per dataset; the warning is given once).
+_FALLBACK_ANNOUNCED: set[str] = set()
+#: Characters of the reason kept in the one-line fallback warning (the whole reason is logged at debug level).
+FALLBACK_REASON_CHARS = 110
+
+
+def warn_fallback(name: str, seed: int, exc: BaseException) -> None:
+    """Announce once per process and model, in one line, that pretrained weights were unavailable and
+    seeded random init is used; the full reason and fix go to the debug log (``-v``)."""
+    reason = one_line(str(exc).split(". ")[0], FALLBACK_REASON_CHARS)
+    log.debug("Model '%s': pretrained weights unavailable: %s", name, exc)
+    if name in _FALLBACK_ANNOUNCED:
+        return
+    _FALLBACK_ANNOUNCED.add(name)
+    log.warning("Model '%s': pretrained weights unavailable (%s); using random init (seed %d), labelled 'random "
+                "init (fallback)' (-v for the fix).", name, reason, seed)
+
+
 def seeded(build: Callable[[], Any], seed: int) -> Any:
     """Call ``build()`` with torch's CPU generator seeded by ``seed``; the caller's RNG state is restored.
 
@@ -818,8 +837,7 @@ class HookedTorchModel(ModelPlugin):
         except DataError as exc:
             if self.weights == "pretrained":
                 raise
-            log.warning("Model '%s': pretrained weights unavailable, using random init (seed %d). %s",
-                        self.name, self.seed, exc)
+            warn_fallback(self.name, self.seed, exc)
             if self.pretrained_failure_may_touch_module:
                 self._module = None  # a failed load may have touched the parameters: rebuild
             return self._random_info(f"weights='auto' fell back to random init: {exc}")
