@@ -67,12 +67,18 @@ def _framework(python: Path, *args: str, tmp: Path) -> subprocess.CompletedProce
                           cwd=tmp, timeout=600)
 
 
+def _listed(python: Path, kind: str, name: str, tmp: Path) -> tuple[str, str]:
+    """The line of ``framework list KIND`` that names ``name``, and the whole listing; fails if absent."""
+    listing = _framework(python, "list", kind, tmp=tmp)
+    assert listing.returncode == 0, listing.stderr
+    line = next((ln for ln in listing.stdout.splitlines() if ln.strip().startswith(f"{name} ")), None)
+    assert line is not None, f"the entry point did not register {name}:\n{listing.stdout}"
+    return line, listing.stdout
+
+
 @pytest.mark.slow
 def test_installed_package_is_listed_and_scored(plugin_python, tmp_path):
-    listing = _framework(plugin_python, "list", "models", tmp=tmp_path)
-    assert listing.returncode == 0, listing.stderr
-    line = next((ln for ln in listing.stdout.splitlines() if ln.strip().startswith("tinynet ")), None)
-    assert line is not None, f"the entry point did not register tinynet:\n{listing.stdout}"
+    line, _ = _listed(plugin_python, "models", "tinynet", tmp_path)
     assert "separate package" in line and "tinynet-plugin 0.1" in line
 
     layers = _framework(plugin_python, "layers", "tinynet", tmp=tmp_path)
@@ -94,12 +100,9 @@ def test_installed_package_is_listed_and_scored(plugin_python, tmp_path):
 
 @pytest.mark.slow
 def test_installed_package_benchmark_is_listed_and_scored(plugin_python, tmp_path):
-    listing = _framework(plugin_python, "list", "benchmarks", tmp=tmp_path)
-    assert listing.returncode == 0, listing.stderr
-    line = next((ln for ln in listing.stdout.splitlines() if ln.strip().startswith("tinylab.demo-theta-rsa ")), None)
-    assert line is not None, f"the entry point did not register the benchmark:\n{listing.stdout}"
+    line, listing = _listed(plugin_python, "benchmarks", "tinylab.demo-theta-rsa", tmp_path)
     assert "tinynet-plugin 0.1" in line
-    assert "rsa (selection='optimistic') on demo × theta@150-350" in listing.stdout
+    assert "rsa (selection='optimistic') on demo × theta@150-350" in listing
 
     store = tmp_path / "store"
     run = _framework(plugin_python, "run", "--benchmarks", "tinylab.demo-theta-rsa", "--models",
