@@ -10,12 +10,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["Results", "__version__", "open_store", "rdms_dataset", "responses_dataset", "run"]
+__all__ = ["Results", "__version__", "epochs_dataset", "open_store", "rdms_dataset", "responses_dataset", "run"]
 
 
 def __getattr__(name: str):
     """The Python API (:mod:`framework.api`), imported on first use so ``import framework`` stays light."""
-    if name in ("Results", "open_store", "rdms_dataset", "responses_dataset", "run"):
+    if name in ("Results", "epochs_dataset", "open_store", "rdms_dataset", "responses_dataset", "run"):
         from framework import api
 
         return getattr(api, name)

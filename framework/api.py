@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from framework.errors import ConfigError
+from framework.memory_datasets import epochs_dataset, rdms_dataset, responses_dataset
 
-__all__ = ["Results", "open_store", "rdms_dataset", "responses_dataset", "run"]
+__all__ = ["Results", "epochs_dataset", "open_store", "rdms_dataset", "responses_dataset", "run"]
 
 #: Columns of :meth:`Results.to_pandas`, in order.
 CELL_COLUMNS = ("dataset", "model", "weights", "signal", "metric", "value", "ceiling", "ci_low", "ci_high", "p_value",
@@ -38,21 +39,26 @@ class Results:
     store : Path
         The store directory.
     run_ids : list of str
-        The runs these results were written by; empty for every row of the store.
+        The runs of :func:`run` that gave these results; empty for every row of the store.
+    cell_keys : list of str
+        The cells of those runs, including cells already in the store that the runs skipped
+        (so re-running a notebook cell returns the same table); empty for every row of the store.
     """
 
     store: Path
     run_ids: list[str] = field(default_factory=list)
+    cell_keys: list[str] = field(default_factory=list)
 
     def rows(self) -> list[dict[str, Any]]:
-        """The store's rows (JSON columns decoded), oldest first, limited to :attr:`run_ids` when given."""
+        """The store's rows (JSON columns decoded), oldest first: every row, or those of :attr:`cell_keys`
+        and those written by :attr:`run_ids` (e.g. a model that failed before its cells were keyed)."""
         from framework.store import ResultsStore
 
         with ResultsStore(self.store, readonly=True) as store:
             rows = list(store.rows())
-        if self.run_ids:
-            wanted = set(self.run_ids)
-            rows = [r for r in rows if r.get("run_id") in wanted]
+        if self.cell_keys or self.run_ids:
+            keys, runs = set(self.cell_keys), set(self.run_ids)
+            rows = [r for r in rows if r["cell_key"] in keys or r.get("run_id") in runs]
         return rows
 
     def to_pandas(self):
@@ -136,8 +142,9 @@ def run(dataset: Any = None, **fields: Any) -> Results:
     Returns
     -------
     Results
-        The rows written by this run (every dataset or benchmark of it); cells already in the
-        store are skipped as on the command line and are in :func:`open_store`'s results.
+        The rows of this run's cells (every dataset or benchmark of it), whether scored now or
+        found in the store: as on the command line, cells already in the store are not scored
+        again, so running the same call twice returns the same table at the cost of reading it.
     """
     from framework.config import build_config
     from framework.registry import load_registry
@@ -154,7 +161,7 @@ def run(dataset: Any = None, **fields: Any) -> Results:
         fields["dataset"] = dataset
     config = build_config({}, fields, source="framework.run() arguments")
     summary = run_plans(config, registry=registry)
-    results = Results(Path(config.store), summary.run_ids or [summary.run_id])
+    results = Results(Path(config.store), summary.run_ids or [summary.run_id], summary.cell_keys)
     results.write_leaderboard()
     return results
 
@@ -195,101 +202,3 @@ def _register_given(registry: Any, dataset: Any) -> None:
             return dataset
 
     registry.declare("dataset", name, GivenDataset, f"in-memory dataset '{name}'", source="framework.run()")
-
-
-def _stimuli(ids: Any, images: Any, labels: Any, n: int):
-    import numpy as np
-
-    from framework.types import StimulusSet
-
-    ids = tuple(str(i) for i in ids) if ids is not None else tuple(f"stim{i:04d}" for i in range(n))
-    if len(ids) != n:
-        raise ConfigError(f"stimulus_ids has {len(ids)} entries for {n} stimuli; give one id per stimulus.")
-    arr = np.asarray(images)
-    if arr.ndim not in (3, 4) or arr.shape[0] != n:
-        raise ConfigError(f"images must be an array (n_stimuli={n}, height, width[, 3]), got shape {arr.shape}.")
-    return StimulusSet(ids, images=arr, labels=None if labels is None else tuple(str(x) for x in labels))
-
-
-def responses_dataset(name: str, images: Any, data: Any, *, subjects: Any, areas: Any, sites: Any = None,
-                      stimulus_ids: Any = None, labels: Any = None, repetitions: Any = None,
-                      area_order: Any = None):
-    """A responses dataset from arrays, for :func:`run`.
-
-    Parameters
-    ----------
-    name : str
-        Lower case, no spaces; keys the results with the arrays' digest.
-    images : ndarray, (n_stimuli, height, width[, 3]) uint8
-    data : ndarray, (n_stimuli, n_sites)
-        One response per stimulus and site (e.g. band power, spike rate).
-    subjects, areas : sequence of str, (n_sites,)
-        Subject and brain area of every site (areas as in ``area_order``, e.g. Brodmann ``"17"``).
-    sites : sequence of str, (n_sites,), optional
-        Site names; default ``"<subject>/site<j>"``.
-    stimulus_ids, labels : sequence of str, (n_stimuli,), optional
-    repetitions : ndarray, (n_repetitions, n_stimuli, n_sites), optional
-        Single presentations, for split-half noise ceilings.
-    area_order : sequence of str, optional
-        The areas along the hierarchy (default the ventral-stream Brodmann order).
-    """
-    import numpy as np
-
-    from framework.types import DEFAULT_AREA_ORDER, Dataset, Responses, SiteTable, digest_of
-
-    x = np.asarray(data, dtype=np.float32)
-    if x.ndim != 2:
-        raise ConfigError(f"data must be (n_stimuli, n_sites), got shape {x.shape}.")
-    n, k = x.shape
-    subjects, areas = tuple(str(s) for s in subjects), tuple(str(a) for a in areas)
-    if len(subjects) != k or len(areas) != k:
-        raise ConfigError(f"subjects and areas need one entry per site ({k}); got {len(subjects)} and {len(areas)}.")
-    names = tuple(str(s) for s in sites) if sites is not None else tuple(f"{s}/site{j}" for j, s in
-                                                                        enumerate(subjects))
-    stim = _stimuli(stimulus_ids, images, labels, n)
-    reps = None if repetitions is None else np.asarray(repetitions, dtype=np.float32)
-    responses = Responses(x, SiteTable(names, subjects, areas), stim.ids, repetitions=reps)
-    order = tuple(area_order) if area_order is not None else DEFAULT_AREA_ORDER
-    digest = digest_of("responses-v1", name, x, names, subjects, areas, list(stim.ids), stim.images,
-                       list(stim.labels or ()), reps if reps is not None else "", list(order))
-    return Dataset(name, stim, digest, responses=responses, area_order=order)
-
-
-def rdms_dataset(name: str, images: Any, rdms: Any, *, distance: str, stimulus_ids: Any = None, labels: Any = None,
-                 area_order: Any = None, headline_areas: Any = None):
-    """An RDM dataset from arrays, for :func:`run`.
-
-    Parameters
-    ----------
-    name : str
-    images : ndarray, (n_stimuli, height, width[, 3]) uint8
-    rdms : dict of area -> ndarray, (n_subjects, n_stimuli, n_stimuli)
-        Symmetric dissimilarities with a zero diagonal, rows in stimulus order.
-    distance : str
-        How they were made (``"correlation"`` for 1 - Pearson, ...); model RDMs use the same.
-    stimulus_ids, labels : sequence of str, optional
-    area_order, headline_areas : sequence of str, optional
-        Default: the areas in the order given, all of them in the headline.
-    """
-    import numpy as np
-
-    from framework.types import BrainRDMs, Dataset, digest_of
-
-    stacks = {}
-    for area, value in dict(rdms).items():
-        arr = np.asarray(value, dtype=np.float64)
-        if arr.ndim == 2:
-            arr = arr[None]
-        if arr.ndim != 3 or arr.shape[1] != arr.shape[2]:
-            raise ConfigError(f"RDMs of area '{area}' must be (n_subjects, n, n) or (n, n), got {arr.shape}.")
-        stacks[str(area)] = arr
-    if not stacks:
-        raise ConfigError("rdms is empty; give at least one area.")
-    n = next(iter(stacks.values())).shape[1]
-    stim = _stimuli(stimulus_ids, images, labels, n)
-    order = tuple(area_order) if area_order is not None else tuple(stacks)
-    brain = BrainRDMs(stacks, stim.ids, order, distance=distance,
-                      headline_areas=None if headline_areas is None else tuple(headline_areas))
-    digest = digest_of("rdms-v1", name, list(stacks), *stacks.values(), list(stim.ids), stim.images, distance,
-                       list(order), list(headline_areas or ()))
-    return Dataset(name, stim, digest, rdms=brain, area_order=order)

@@ -539,6 +539,8 @@ class RunSummary:
     fallback_models: list[str] = field(default_factory=list)
     #: Models whose weights were resolved.
     n_models: int = 0
+    #: Keys of every cell the run accounted for: scored now, failed, or already in the store (skipped).
+    cell_keys: list[str] = field(default_factory=list)
 
     @property
     def n_failed(self) -> int:
@@ -703,6 +705,7 @@ class Scheduler:
             summary.n_models += 1
             keyed = [replace(c, cell=c.cell.with_weights(weights.source, weights.digest)) for c in cells]
             pending = [c for c in keyed if c.cell.key not in done]
+            summary.cell_keys += [c.cell.key for c in keyed]
             summary.n_skipped += len(keyed) - len(pending)
             again = sum(c.cell.plan_key in scored_before for c in pending)
             if again:
@@ -817,6 +820,7 @@ class Scheduler:
     def _rekey(self, work: _ModelWork, weights: WeightsInfo, summary: RunSummary, bar: Any) -> list[PlannedCell]:
         """``work``'s cells keyed by ``weights`` (changed since :meth:`_identify`), minus those now in the store."""
         cells = [replace(c, cell=c.cell.with_weights(weights.source, weights.digest)) for c in work.cells]
+        summary.cell_keys += [c.cell.key for c in cells]
         done = self.store.done_keys()
         pending = [c for c in cells if c.cell.key not in done]
         if len(pending) < len(cells):
@@ -963,6 +967,7 @@ def merge_summaries(summaries: list[RunSummary], datasets: list[str]) -> RunSumm
         out.failures += s.failures
         out.seconds += s.seconds
         out.run_ids.append(s.run_id)
+        out.cell_keys += s.cell_keys
         out.fallback_models += [m for m in s.fallback_models if m not in out.fallback_models]
         out.n_models = max(out.n_models, s.n_models)
         out.signal_info.update({f"{dataset}:{k}": v for k, v in s.signal_info.items()})

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from framework.errors import DataError, did_you_mean
+from framework.recordings import SITE_CHANNEL_TYPES, check_channels_finite, few, site_channels  # noqa: F401 (re-exported)
 from framework.types import EpochsMeta, epochs_stimulus_ids
 
 log = logging.getLogger("framework.datasets.files")
@@ -48,14 +49,7 @@ SITE_COLUMNS: tuple[str, ...] = ("name", "subject", "area")
 RESPONSE_KEYS: tuple[str, ...] = ("responses", "repetitions", "stimulus_ids", "site_names", "site_areas",
                                   "site_subjects", "site_coords")
 _MISSING = ("n/a", "na", "nan", "")
-#: MNE channel types that are recording sites; other channels (stim, misc, eog, ...) are ignored.
-SITE_CHANNEL_TYPES: tuple[str, ...] = ("seeg", "ecog", "eeg", "dbs")
-
-
-def _few(items: Sequence[Any], n: int = 5) -> str:
-    """``'a', 'b', 'c' (and 7 more)`` for error messages."""
-    shown = ", ".join(repr(str(i)) for i in list(items)[:n])
-    return shown + (f" (and {len(items) - n} more)" if len(items) > n else "")
+_few = few
 
 
 def _natural_key(text: str) -> list[Any]:
@@ -614,12 +608,6 @@ def read_epochs_checked(path: Path, *, source: Path | None = None,
     return header
 
 
-def site_channels(ch_names: Sequence[str], ch_types: Sequence[str], bads: Sequence[str]) -> list[str]:
-    """Names of the good channels whose type is in :data:`SITE_CHANNEL_TYPES`, in file order."""
-    bad = set(bads)
-    return [c for c, t in zip(ch_names, ch_types) if t in SITE_CHANNEL_TYPES and c not in bad]
-
-
 def file_fingerprint(path: Path) -> tuple[int, int]:
     """(size in bytes, modification time in ns)."""
     st = path.stat()
@@ -669,30 +657,6 @@ class EpochsLoader:
                             f"{_few(self.channels)}; load the dataset again.")
         check_channels_finite(epochs.get_data(picks=channels), channels, self.path)
         return epochs
-
-
-def check_channels_finite(data: np.ndarray, ch_names: Sequence[str], path: Path | str) -> None:
-    """Raise :class:`DataError` for channels with NaN/inf samples or a constant signal.
-
-    Parameters
-    ----------
-    data : ndarray, (n_epochs, n_channels, n_times)
-    ch_names : sequence of str, (n_channels,)
-    path : Path or str
-        The file the data came from (for the message).
-    """
-    fix = ("Mark it bad (epochs.info['bads'].append(name)) or drop it (epochs.drop_channels) "
-           "and save the file again.")
-    nonfinite = ~np.isfinite(data).all(axis=(0, 2))
-    if nonfinite.any():
-        bad = [ch_names[i] for i in np.flatnonzero(nonfinite)]
-        raise DataError(f"Epochs file '{path}': channel(s) {_few(bad)} contain NaN or infinite samples. {fix}")
-    if data.shape[0] and data.shape[2]:
-        flat = data.max(axis=(0, 2)) == data.min(axis=(0, 2))
-        if flat.any():
-            bad = [ch_names[i] for i in np.flatnonzero(flat)]
-            raise DataError(f"Epochs file '{path}': channel(s) {_few(bad)} are flat (the same value in every "
-                            f"sample of every epoch). {fix}")
 
 
 # -- arrays ----------------------------------------------------------------------------------------
