@@ -22,7 +22,6 @@ Ranks
 """
 from __future__ import annotations
 
-import html
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from framework.benchmarks import Benchmark, BenchmarkScore
-from framework.leaderboard import FALLBACK_SUFFIX, is_fallback, md_cell, weights_text
+from framework.leaderboard import FALLBACK_SUFFIX, competition_ranks, is_fallback, md_cell, weights_text
 
 __all__ = ["BenchmarkBoard", "BoardRow", "build_benchmark_board", "benchmark_csv_rows", "render_benchmark_html",
            "render_benchmark_markdown", "render_benchmark_terminal"]
@@ -151,18 +150,11 @@ def _sort_key(row: BoardRow, names: list[str]) -> tuple:
 
 
 def _assign_ranks(rows: list[BoardRow], names: list[str]) -> None:
-    """Competition ranks by aggregate at :data:`DIGITS` decimals; no rank without an aggregate."""
-    previous: float | None = None
-    rank = 0
-    for i, row in enumerate(rows):
-        agg = row.aggregate(names)
-        if not math.isfinite(agg):
-            row.rank = "—"
-            continue
-        shown = round(agg, DIGITS)
-        if shown != previous:
-            rank, previous = i + 1, shown
-        row.rank = str(rank)
+    """Competition ranks by aggregate at :data:`DIGITS` decimals (:func:`framework.leaderboard.competition_ranks`);
+    no rank without an aggregate."""
+    ranks = competition_ranks([row.aggregate(names) for row in rows], digits=DIGITS)
+    for row, rank in zip(rows, ranks):
+        row.rank = str(rank) if rank is not None else "—"
 
 
 def _fmt(x: float | None, digits: int = DIGITS) -> str:
@@ -255,15 +247,7 @@ def _num(x: float) -> float | None:
 
 
 def render_benchmark_html(board: BenchmarkBoard) -> str:
-    names = board.names
-    head = "".join(f"<th title='{html.escape(b.params.metric)} on {html.escape(b.params.dataset)}'>"
-                   f"{html.escape(b.name)}</th>" for b in board.benchmarks)
-    body = []
-    for r in board.rows:
-        cells = "".join(f"<td class='num'>{html.escape(_cell_text(r.scores.get(n)))}</td>" for n in names)
-        body.append(f"<tr><td>{html.escape(r.rank)}</td><td>{html.escape(r.model)}</td>"
-                    f"<td>{html.escape(r.weights)}</td><td class='num'>{_fmt(r.aggregate(names))}</td>"
-                    f"<td class='num'>{_coverage(r, names)}</td>{cells}</tr>")
-    return (f"<section><h2>Benchmarks</h2><p>{html.escape(RULE_TEXT)}</p><table><thead><tr><th>rank</th>"
-            f"<th>model</th><th>weights</th><th>aggregate</th><th>benchmarks</th>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table></section>")
+    """The benchmark section of the HTML report (:mod:`framework.report`): sortable table and bars."""
+    from framework.report import benchmark_section
+
+    return benchmark_section(board)

@@ -174,11 +174,20 @@ class LayerAreaMap:
         The column plotted.
     label : str
         What the colour means, with units, for the legend.
+    sem : str, optional
+        A column of the same table with the SEM of ``value`` over sites or subjects (the report's
+        layer profiles shade ±SEM); empty: none stored.
+    per_unit : (str, str), optional
+        ``(table, column)`` of a details table with one row per (layer, area, site or subject) whose
+        mean per (area, layer) is ``value``; the report computes the SEM from its rows when ``sem``
+        is empty.
     """
 
     table: str
     value: str
     label: str
+    sem: str = ""
+    per_unit: tuple[str, str] | None = None
 
 
 class MetricPlugin(Parametrised, ABC):

@@ -12,13 +12,13 @@ Written as
 * ``leaderboard.csv`` - long format, one row per (dataset, metric, signal, model)
   with the rank within that signal, ceiling, CI, p-value and best layer;
 * ``leaderboard.md`` - one ranked table per (dataset, metric), signals as columns;
-* ``leaderboard.html`` - the same tables plus inline SVG plots (bar chart of the
-  ranking, model × signal heat map), self-contained (no external files).
+* ``leaderboard.html`` - the report of :mod:`framework.report`: sortable tables, bars with CIs and
+  noise ceilings, layer profiles and layer × area maps drawn by matplotlib as inline SVG, and the
+  provenance of the scores; self-contained (no external files).
 """
 from __future__ import annotations
 
 import csv
-import html
 import json
 import math
 from collections import defaultdict
@@ -78,6 +78,8 @@ class Board:
     details: dict[tuple[str, str, str], dict[str, dict[str, list]]] = field(default_factory=dict)
     #: The metric's declared layer x area maps (:attr:`framework.contracts.MetricPlugin.layer_area_maps`).
     layer_area_maps: tuple[LayerAreaMap, ...] = ()
+    #: (model, weights, signal) -> the score's summary (units, comparison, ... for the report's axis titles)
+    summaries: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 #: Weights column of a row asked for pretrained weights that were scored with a random-init fallback.
@@ -138,7 +140,7 @@ def build_boards(rows: list[dict[str, Any]], headlines: dict[str, str] | None = 
     for (dataset, metric), group in sorted(groups.items()):
         signals = sorted({r["signal"] for r in group}, key=_signal_order)
         entries: dict[tuple[str, str], Entry] = {}
-        details = {}
+        details, summaries = {}, {}
         for r in group:
             w = weights_text(r["weights_source"], r["weights_label"])
             e = entries.setdefault((r["model"], w), Entry(r["model"], w, {}, {}, bool(r["higher_is_better"])))
@@ -147,8 +149,10 @@ def build_boards(rows: list[dict[str, Any]], headlines: dict[str, str] | None = 
             if r.get("ci_low") is not None and r.get("ci_high") is not None:
                 e.cis[r["signal"]] = (r["ci_low"], r["ci_high"])
             details[(r["model"], w, r["signal"])] = r.get("details") or {}
+            summaries[(r["model"], w, r["signal"])] = r.get("summary") or {}
         ranked = sorted(entries.values(), key=lambda e: (_sort_key(e, signals), e.model, e.weights))
-        boards.append(Board(dataset, metric, signals, ranked, (headlines or {}).get(metric, ""), details))
+        boards.append(Board(dataset, metric, signals, ranked, (headlines or {}).get(metric, ""), details,
+                            summaries=summaries))
     return boards
 
 
@@ -175,19 +179,27 @@ def _fmt_ci(value: float | None, ci: tuple[float, float] | None, digits: int = 3
     return f"{text} [{_fmt(ci[0], 2)}, {_fmt(ci[1], 2)}]"
 
 
+#: Decimals of shown values; values equal at this precision are tied (share a rank).
+RANK_DIGITS = 3
+
+
+def competition_ranks(values: list[float | None], *, higher_is_better: bool = True,
+                      digits: int = RANK_DIGITS) -> list[int | None]:
+    """Competition ranks (1, 2, 2, 4) of ``values``, whatever their order: 1 + the number of values
+    strictly better at ``digits`` decimals (equal shown values share a rank); None for a missing or
+    non-finite value. The one ranking rule of the leaderboard files (CSV, Markdown, HTML) and the
+    benchmark board."""
+    shown = [round(float(v), digits) if v is not None and math.isfinite(v) else None for v in values]
+    finite = [x for x in shown if x is not None]
+    return [None if x is None else 1 + sum((y > x) if higher_is_better else (y < x) for y in finite)
+            for x in shown]
+
+
 def _rank_labels(b: Board) -> list[str]:
     """Competition ranks (ties share a rank) on a single-signal board; "—" otherwise or without a value."""
-    out: list[str] = []
-    previous, rank = None, 0
-    for i, e in enumerate(b.entries):
-        v = e.ranking_value(b.signals)
-        if not math.isfinite(v):
-            out.append("—")
-            continue
-        if v != previous:
-            rank, previous = i + 1, v
-        out.append(str(rank))
-    return out
+    higher = b.entries[0].higher_is_better if b.entries else True
+    ranks = competition_ranks([e.ranking_value(b.signals) for e in b.entries], higher_is_better=higher)
+    return [str(r) if r is not None else "—" for r in ranks]
 
 
 def _ranking_text(b: Board) -> str:
@@ -264,16 +276,24 @@ def render_markdown(boards: list[Board], *, before: str = "") -> str:
             lines.append(f"Headline: {md_cell(b.headline)}")
             lines.append("")
         lines.append(f"Models {_ranking_text(b)}. A signal without a value (e.g. no significant pair) is shown as "
-                     "—. A value stored with a confidence interval is shown as `value [low, high]`.")
+                     "—. A value stored with a confidence interval is shown as `value [low, high]`; a signal's "
+                     "noise ceiling, when the data give one, is in its `ceiling` column. Equal values at 3 decimals "
+                     "share a rank.")
         lines.append("")
-        header = ["rank", "model", "weights", "best signal", *(md_cell(s) for s in b.signals)]
+        with_ceiling = {s for s in b.signals if any(e.ceilings.get(s) is not None for e in b.entries)}
+        header = ["rank", "model", "weights", "best signal"]
+        for s in b.signals:
+            header += [md_cell(s)] + ([f"{md_cell(s)} ceiling"] if s in with_ceiling else [])
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join("---" for _ in header) + "|")
         best = _best_per_signal(b) if len(b.signals) > 1 else {}
         for rank, e in zip(_rank_labels(b), b.entries):
-            cells = [rank, md_cell(e.model), md_cell(e.weights), md_cell(e.best_signal or "—"),
-                     *[_fmt_ci(e.values.get(s), e.cis.get(s))
-                       + (" *" if s in best and best[s] == e.values.get(s) else "") for s in b.signals]]
+            cells = [rank, md_cell(e.model), md_cell(e.weights), md_cell(e.best_signal or "—")]
+            for s in b.signals:
+                cells.append(_fmt_ci(e.values.get(s), e.cis.get(s))
+                             + (" *" if s in best and best[s] == e.values.get(s) else ""))
+                if s in with_ceiling:
+                    cells.append(_fmt(e.ceilings.get(s)))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -327,11 +347,14 @@ def render_csv_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 return (1, 0.0)
             return (0, -v if r["higher_is_better"] else v)
 
-        for rank, r in enumerate(sorted(group, key=lambda r: (key(r), r["model"])), start=1):
+        ordered = sorted(group, key=lambda r: (key(r), r["model"]))
+        ranks = competition_ranks([r["value"] for r in ordered],
+                                  higher_is_better=bool(ordered[0]["higher_is_better"]) if ordered else True)
+        for rank, r in zip(ranks, ordered):
             summary = r["summary"] or {}
             out.append({
                 "dataset": dataset, "metric": metric, "signal": signal,
-                "rank": rank if r["value"] is not None else "",
+                "rank": rank if rank is not None else "",
                 "model": r["model"], "weights": weights_text(r["weights_source"], r["weights_label"]),
                 "value": r["value"], "ceiling": r["ceiling"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                 "p_value": r["p_value"], "best_layer": _layer_text(summary.get("best_layer", "")),
@@ -343,153 +366,12 @@ def render_csv_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------------------
-def _color(v: float | None, lo: float, hi: float) -> str:
-    if v is None or not math.isfinite(v):
-        return "#eeeeee"
-    t = 0.5 if hi <= lo else (v - lo) / (hi - lo)
-    t = min(max(t, 0.0), 1.0)
-    # white -> deep blue
-    r = int(255 - t * (255 - 33))
-    g = int(255 - t * (255 - 102))
-    b = int(255 - t * (255 - 172))
-    return f"#{r:02x}{g:02x}{b:02x}"
+def render_html(boards: list[Board], benchmark_board: Any = None, *, provenance: dict[str, Any] | None = None,
+                title: str = "Leaderboard") -> str:
+    """The HTML report page (:func:`framework.report.render_html`)."""
+    from framework.report import render_html as report_html
 
-
-def _svg_bars(b: Board) -> str:
-    entries = [e for e in b.entries if math.isfinite(e.ranking_value(b.signals))]
-    if not entries:
-        return ""
-    vals = [e.ranking_value(b.signals) for e in entries]
-    lo, hi = min(0.0, min(vals)), max(0.0, max(vals))
-    span = (hi - lo) or 1.0
-    labels = [f"{e.model} ({e.weights})" if e.weights else e.model for e in entries]
-    row_h, plot_w = 22, 360
-    label_w = min(480, 7 * max(len(t) for t in labels) + 16)  # ~7 px per character at 12 px
-    height = row_h * len(entries) + 30
-    zero_x = label_w + (0 - lo) / span * plot_w
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + plot_w + 80}" height="{height}" '
-             f'role="img" aria-label="ranking of models by {html.escape(b.metric)}">']
-    for i, (text, v) in enumerate(zip(labels, vals)):
-        y = 10 + i * row_h
-        x0 = zero_x if v >= 0 else zero_x - (0 - v) / span * plot_w
-        w = abs(v) / span * plot_w
-        label = html.escape(text)
-        parts.append(f'<text x="{label_w - 6}" y="{y + 14}" text-anchor="end" font-size="12">{label}</text>')
-        parts.append(f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(w, 0.5):.1f}" height="{row_h - 6}" '
-                     f'fill="#2166ac"><title>{label}: {v:.4f}</title></rect>')
-        parts.append(f'<text x="{x0 + w + 4:.1f}" y="{y + 14}" font-size="11">{v:.3f}</text>')
-    parts.append(f'<line x1="{zero_x:.1f}" y1="5" x2="{zero_x:.1f}" y2="{height - 15}" stroke="#333"/>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _html_table(b: Board) -> str:
-    vals = [v for e in b.entries for v in e.values.values() if v is not None and math.isfinite(v)]
-    lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["rank", "model", "weights", "best signal"])
-    head += "".join(f'<th class="sig">{html.escape(s)}</th>' for s in b.signals)
-    body = []
-    for rank, e in zip(_rank_labels(b), b.entries):
-        cells = [rank, e.model, e.weights, e.best_signal or "—"]
-        tds = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
-        for s in b.signals:
-            v = e.values.get(s)
-            ceil = e.ceilings.get(s)
-            ci = e.cis.get(s)
-            tip = (f"{s}: {_fmt(v, 4)}" + (f" (ceiling {_fmt(ceil, 4)})" if ceil is not None else "")
-                   + (f", CI [{_fmt(ci[0], 4)}, {_fmt(ci[1], 4)}]" if ci is not None else ""))
-            text = html.escape(_fmt_ci(v, ci))
-            tds += f'<td class="num" style="background:{_color(v, lo, hi)}" title="{html.escape(tip)}">{text}</td>'
-        body.append(f"<tr>{tds}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def layer_area_profile(details: dict[str, dict[str, list]], maps: tuple[LayerAreaMap, ...] | list = ()
-                       ) -> tuple[list[str], list[str], dict, LayerAreaMap] | None:
-    """Areas (rows, hierarchy order), layers (columns, layer index order), ``{(area, layer): value}``
-    and the map drawn, from the first of the metric's declared ``maps``
-    (:attr:`framework.contracts.MetricPlugin.layer_area_maps`) present in ``details``; None if none is."""
-    chosen = next((m for m in maps if m.table in details and m.value in details[m.table]
-                   and {"layer", "area"} <= set(details[m.table])), None)
-    if chosen is None:
-        return None
-    table, column = details[chosen.table], chosen.value
-    n = len(table["layer"])
-    layer_index = table.get("layer_index") or list(range(n))
-    area_rank = table.get("area_rank")
-    layers = [name for _, name in sorted({(i, name) for i, name in zip(layer_index, table["layer"])})]
-    areas: list[str] = []
-    for k in sorted(range(n), key=lambda k: (area_rank[k] if area_rank else 0, k)):
-        if table["area"][k] not in areas:
-            areas.append(table["area"][k])
-    values = {(table["area"][k], table["layer"][k]): table[column][k] for k in range(n)}
-    return areas, layers, values, chosen
-
-
-def _svg_profile(details: dict[str, dict[str, list]], caption: str, maps: tuple[LayerAreaMap, ...]) -> str:
-    profile = layer_area_profile(details, maps)
-    if profile is None:
-        return ""
-    areas, layers, values, chosen = profile
-    column = chosen.value
-    finite = [v for v in values.values() if v is not None and math.isfinite(v)]
-    if not finite:
-        return ""
-    lo, hi = min(0.0, min(finite)), max(finite)
-    cell, left, top = 34, 70, 90
-    width, height = left + cell * len(layers) + 10, top + cell * len(areas) + 10
-    parts = [f'<figure><svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="{html.escape(caption)}">']
-    for j, layer in enumerate(layers):
-        x = left + j * cell + cell / 2
-        parts.append(f'<text x="{x:.0f}" y="{top - 6}" font-size="11" transform="rotate(-60 {x:.0f} {top - 6})">'
-                     f'{html.escape(str(layer))}</text>')
-    for i, area in enumerate(areas):
-        y = top + i * cell
-        parts.append(f'<text x="{left - 6}" y="{y + cell / 2 + 4:.0f}" text-anchor="end" font-size="11">'
-                     f'{html.escape(str(area))}</text>')
-        for j, layer in enumerate(layers):
-            v = values.get((area, layer))
-            tip = f"area {area}, layer {layer}: {column} = {_fmt(v, 4)}"
-            parts.append(f'<rect x="{left + j * cell}" y="{y}" width="{cell - 2}" height="{cell - 2}" '
-                         f'fill="{_color(v, lo, hi)}"><title>{html.escape(tip)}</title></rect>')
-    parts.append(f"</svg><figcaption>{html.escape(caption)} ({html.escape(column)}: "
-                 f"{html.escape(chosen.label)}; darker is higher)"
-                 "</figcaption></figure>")
-    return "".join(parts)
-
-
-def _profiles(b: Board, n_models: int = 3) -> str:
-    """Layer x area maps of the top models, each at its best signal."""
-    figures = []
-    for e in b.entries[:n_models]:
-        signal = e.best_signal
-        if signal is None:
-            continue
-        caption = f"{e.model} ({e.weights}), {signal}: layer × area"
-        figures.append(_svg_profile(b.details.get((e.model, e.weights, signal), {}), caption, b.layer_area_maps))
-    figures = [f for f in figures if f]
-    return f'<div class="profiles">{"".join(figures)}</div>' if figures else ""
-
-
-def render_html(boards: list[Board], *, title: str = "Leaderboard", before: str = "") -> str:
-    sections = [before] if before else []
-    for b in boards:
-        headline = f"<p class='headline'>Headline: {html.escape(b.headline)}</p>" if b.headline else ""
-        sections.append(
-            f"<section><h2>{html.escape(b.metric)} on {html.escape(b.dataset)}</h2>{headline}"
-            f"<p>Models {html.escape(_ranking_text(b))}; cells shaded by value (hover for the noise ceiling).</p>"
-            f"{_svg_bars(b)}{_html_table(b)}"
-            f"{_profiles(b)}</section>")
-    if not sections:
-        sections.append("<p>No scores in the store yet.</p>")
-    style = ("body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;"
-             "margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 6px}th.sig{writing-mode:"
-             "vertical-rl;transform:rotate(180deg);white-space:nowrap}td.num{text-align:right;font-variant-numeric:"
-             "tabular-nums}section{margin-bottom:2.5em}.headline{color:#555}.profiles{display:flex;flex-wrap:wrap;"
-             "gap:1.5em}figure{margin:0}figcaption{font-size:12px;color:#555;max-width:420px}")
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>\n")
+    return report_html(boards, benchmark_board, provenance=provenance, title=title)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -522,16 +404,11 @@ def write_leaderboard(store: ResultsStore, headlines: dict[str, str] | None = No
     writer.writeheader()
     writer.writerows({k: csv_text(v) for k, v in row.items()} for row in csv_rows)
     paths = [directory / name for name in FILES]
-    md_before = html_before = ""
+    md_before = ""
     if benchmark_board is not None:
-        from framework.benchmark_board import (
-            CSV_FIELDS,
-            benchmark_csv_rows,
-            render_benchmark_html,
-            render_benchmark_markdown,
-        )
+        from framework.benchmark_board import CSV_FIELDS, benchmark_csv_rows, render_benchmark_markdown
 
-        md_before, html_before = render_benchmark_markdown(benchmark_board), render_benchmark_html(benchmark_board)
+        md_before = render_benchmark_markdown(benchmark_board)
         bbuf = io.StringIO()
         bwriter = csv.DictWriter(bbuf, fieldnames=list(CSV_FIELDS))
         bwriter.writeheader()
@@ -545,5 +422,7 @@ def write_leaderboard(store: ResultsStore, headlines: dict[str, str] | None = No
     lwriter.writerows({k: csv_text(v) for k, v in row.items()} for row in render_layer_rows(rows))
     _atomic_write(paths[3], lbuf.getvalue())
     _atomic_write(paths[1], render_markdown(boards, before=md_before))
-    _atomic_write(paths[2], render_html(boards, before=html_before))
+    from framework.report import collect_provenance
+
+    _atomic_write(paths[2], render_html(boards, benchmark_board, provenance=collect_provenance(rows)))
     return boards, paths

@@ -107,17 +107,19 @@ def test_leaderboard_files(tmp_path):
     md = (tmp_path / "leaderboard.md").read_text()
     assert "| 1 | b |" in md and "the headline" in md
     page = (tmp_path / "leaderboard.html").read_text()
-    assert "<svg" in page and "<table>" in page
+    assert "<svg" in page and "<table class='sortable'" in page
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)   # self-contained
-    svgs = re.findall(r"<svg.*?</svg>", page)
+    svgs = re.findall(r"<svg.*?</svg>", page, re.S)
     for svg in svgs:                                                     # every plot is well-formed XML
         ElementTree.fromstring(svg)
-    # the layer x area map of each model at its best signal, cells in hierarchy / layer order
-    assert page.count("<figure>") == 2 and "b (ImageNet), lowgamma@50-250: layer × area" in page
-    profile = svgs[1]
-    cells = re.findall(r"<title>area (\w+), layer (\w+): r = ([0-9.]+)</title>", profile)
-    assert cells == [("17", "conv1", "0.4000"), ("17", "fc6", "0.0500"), ("20", "conv1", "0.1000"),
-                     ("20", "fc6", "0.3000")]
+    # bars, then the layer profiles and the layer x area maps of the models at their best signal
+    assert [re.search(r'data-chart="(\w+)"', svg).group(1) for svg in svgs] == ["bars", "profiles", "maps"]
+    assert "b (ImageNet), lowgamma@50-250" in svgs[2] and "a (ImageNet), lowgamma@50-250" in svgs[2]
+    from framework.report import layer_area_data
+
+    data = layer_area_data(LAYER_AREA, boards[0].layer_area_maps)           # cells in hierarchy / layer order
+    assert data.areas == ["17", "20"] and data.layers == ["conv1", "fc6"]
+    assert data.values.tolist() == [[0.4, 0.05], [0.1, 0.3]]
     for path in paths:                                                   # readable like any other file
         assert path.stat().st_mode & 0o044 == 0o044 & ~_umask()
     # the database itself stays readable by plain sqlite3
@@ -137,7 +139,7 @@ def test_leaderboard_shows_the_stored_ci(tmp_path):
     assert re.search(r"^—\s+a\s+ImageNet\s+lowgamma@150-350\s+0\.424 \[-0\.23, 0\.76\]", text, re.M)
     assert re.search(r"^—\s+b\s+ImageNet\s+lowgamma@150-350\s+0\.200\s*$", text, re.M)
     md = (tmp_path / "leaderboard.md").read_text()
-    assert "| — | a | ImageNet | lowgamma@150-350 | — | 0.424 [-0.23, 0.76] * |" in md
-    assert "| — | b | ImageNet | lowgamma@150-350 | — | 0.200 |" in md
+    assert "| — | a | ImageNet | lowgamma@150-350 | — | 0.800 | 0.424 [-0.23, 0.76] * | 0.800 |" in md
+    assert "| — | b | ImageNet | lowgamma@150-350 | — | — | 0.200 | 0.800 |" in md
     page = (tmp_path / "leaderboard.html").read_text()
-    assert ">0.424 [-0.23, 0.76]</td>" in page and "CI [-0.2280, 0.7612]" in page
+    assert ">0.424 [-0.23, 0.76]</td>" in page and "data-sort='0.424'" in page

@@ -174,8 +174,14 @@ class RSAMetric(MetricPlugin):
         "(r, or mean squared Spearman with ceiling=algonauts2019), averaged over headline areas, with the upper "
         "noise ceiling; pixels is a baseline, not a layer choice")
     layer_area_maps: ClassVar[tuple[LayerAreaMap, ...]] = (
-        LayerAreaMap("layer_area", "r", "RDM correlation: the area's RDM (its sites together) vs the layer's RDM"),
-        LayerAreaMap("layer_area", "r_mean", "RDM correlation, mean over subjects: area RDM vs layer RDM"),
+        # the headline's own quantities: responses, the site-RDM correlation averaged over the area's sites (not
+        # the area RDM of all its sites together, column "r", a different and larger number); RDMs, the
+        # per-subject score in the ceiling convention's unit, averaged over subjects
+        LayerAreaMap("layer_area", "site_mean_r", "RDM correlation of each site's RDM with the layer RDM, mean over "
+                     "the area's sites", per_unit=("layer_site", "r")),
+        LayerAreaMap("layer_area", "score_mean", "RDM score of each subject's RDM with the layer RDM (r, or r² with "
+                     "ceiling=algonauts2019), mean over subjects", sem="score_sem",
+                     per_unit=("layer_area_subject", "score")),
     )
     plugin_version = "2"
 
@@ -280,8 +286,9 @@ class RSAMetric(MetricPlugin):
                             f"layer, e.g. a layer RDM with NaN from distance '{distance}'); try --metric-param "
                             "rsa.distance='euclidean' or check the signal.")
         if not valid.all():
-            log.warning("rsa: %d of %d sites have constant responses (the brain side) or undefined correlations; "
-                        "they are left out of the means.", int((~valid).sum()), n_sites)
+            log.warning("rsa: %d of %d sites have constant responses (the brain side) or undefined correlations "
+                        "(sites %s); they are left out of the means.", int((~valid).sum()), n_sites,
+                        _names([str(x) for x in np.asarray(target.sites.names)[~valid]]))
         _, headline_areas = area_groups(target)
         site_areas = np.asarray(target.sites.areas)
         in_headline = np.isin(site_areas, headline_areas)
