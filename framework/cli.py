@@ -409,14 +409,31 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+class _OtherLibrariesHandler(_StderrHandler):
+    """Warnings of other libraries' loggers (torch, timm, ...), on the root logger: written like the
+    framework's lines, so the scheduler can route them around the progress bars."""
+
+
 def _setup_logging(verbose: bool, quiet: bool) -> None:
+    """Framework lines on stderr, warnings prefixed with the cell they concern
+    (:class:`framework.log_context.CellFilter`); other libraries' warnings too, named by their logger."""
+    from framework.log_context import CellFilter
+
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s" if not verbose else "%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(CellFilter())
     root = logging.getLogger("framework")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    others = _OtherLibrariesHandler()
+    others.setLevel(logging.WARNING)
+    others.setFormatter(logging.Formatter("%(name)s: %(message)s" if not verbose
+                                          else "%(levelname)s %(name)s: %(message)s"))
+    others.addFilter(CellFilter())
+    top = logging.getLogger()
+    top.handlers[:] = [h for h in top.handlers if not isinstance(h, _OtherLibrariesHandler)] + [others]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,7 @@ from framework.config import RunConfig
 from framework.contracts import MetricPlugin, ModelPlugin, SignalPlugin, WeightsInfo
 from framework.errors import ConfigError, DataError, FrameworkError, did_you_mean, unknown_name_error
 from framework.layer_stats import Need
+from framework.log_context import attribute_warnings, cell_context
 from framework.numerics.stimuli import stimulus_order
 from framework.paths import ensure_cache_dir, not_a_file, user_cache_dir
 from framework.registry import RANDOM_SUFFIX, Registry, load_registry
@@ -568,16 +569,22 @@ def _is_console_handler(handler: logging.Handler) -> bool:
 
 
 def _logs_around_bars(show: bool) -> contextlib.AbstractContextManager:
-    """While bars are shown, console log lines of the ``framework`` logger go through ``tqdm.write``
-    (:func:`tqdm.contrib.logging.logging_redirect_tqdm`) so they do not break the bars; a no-op
-    when progress is off or the logger writes nowhere on the console."""
-    logger = logging.getLogger("framework")
-    if not show or not any(_is_console_handler(h) for h in logger.handlers):
+    """While bars are shown, console log lines go through ``tqdm.write``
+    (:func:`tqdm.contrib.logging.logging_redirect_tqdm`) so they do not break the bars.
+
+    Redirected: the console handlers of the ``framework`` logger (every framework and plugin logger is
+    its child) and of the root logger (other libraries' loggers, and the ``framework`` records when it
+    propagates there, as after ``logging.basicConfig()``); a no-op when progress is off or neither
+    writes to the console.
+    """
+    loggers = [lg for lg in (logging.getLogger("framework"), logging.getLogger())
+               if any(_is_console_handler(h) for h in lg.handlers)]
+    if not show or not loggers:
         return contextlib.nullcontext()
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    return logging_redirect_tqdm(loggers=[logger], tqdm_class=tqdm)
+    return logging_redirect_tqdm(loggers=loggers, tqdm_class=tqdm)
 
 
 @dataclass
@@ -619,6 +626,13 @@ class Scheduler:
         self.cache_root = ensure_cache_dir()  # the user cache, shared by every store
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self._versions = package_versions()
+        #: Whether log lines of a cell name the dataset too (a run over several datasets, :func:`run`).
+        self.name_dataset = False
+
+    def _cell(self, **parts: str) -> contextlib.AbstractContextManager:
+        """The logging context of the work on ``parts`` (:func:`framework.log_context.cell_context`):
+        its warnings are prefixed ``[model × signal × metric]``, its Python warnings logged once each."""
+        return cell_context(**parts, dataset=self.plan.dataset.name if self.name_dataset else None)
 
     # -- signals ------------------------------------------------------------------------
     def _signal_key(self, name: str) -> str:
@@ -645,7 +659,9 @@ class Scheduler:
                      self.plan.signal_plugin_names[group[0]], self.plan.dataset.name)
             t0 = time.perf_counter()
             try:
-                computed = plugin.compute(self.plan.dataset, group)
+                with self._cell(signal=", ".join(group) if len(group) <= 3 else
+                                f"{self.plan.signal_plugin_names[group[0]]} ({len(group)} signals)"):
+                    computed = plugin.compute(self.plan.dataset, group)
             except Exception as exc:
                 text = _error_text(exc)
                 if not isinstance(exc, FrameworkError):
@@ -686,8 +702,9 @@ class Scheduler:
         for name, cells in by_model.items():
             choice = cells[0].model
             try:
-                model = _build_model(self._registry, choice, self.plan.config.seed)
-                weights = model.weights_info()
+                with self._cell(model=name):
+                    model = _build_model(self._registry, choice, self.plan.config.seed)
+                    weights = model.weights_info()
             except Exception as exc:
                 if isinstance(exc, ConfigError) or (isinstance(exc, FrameworkError)
                                                     and (choice.weights == "pretrained" or choice.weights_file)):
@@ -836,7 +853,8 @@ class Scheduler:
         plan = self.plan
         t_start = time.perf_counter()
         summary = RunSummary(self.run_id, len(plan.cells))
-        with _logs_around_bars(self.show_progress):
+        # Python warnings raised outside a cell are logged too (through tqdm.write while bars show)
+        with _logs_around_bars(self.show_progress), attribute_warnings():
             works = self._identify(summary)  # before the run is recorded: bad weights stop it here
             self.store.start_run(self.run_id, plan.config.model_dump(mode="json"))
             if summary.n_skipped:
@@ -870,7 +888,8 @@ class Scheduler:
                 assert work.weights is not None
                 cells_bar.set_postfix_str(f"{model_name}: activations", refresh=True)
                 try:
-                    acts, weights, model_info = self._activations(work)
+                    with self._cell(model=model_name):
+                        acts, weights, model_info = self._activations(work)
                 except Exception as exc:
                     if not isinstance(exc, FrameworkError):
                         log.debug("Model failure:\n%s", traceback.format_exc())
@@ -886,7 +905,8 @@ class Scheduler:
                     cells = self._rekey(work, weights, summary, cells_bar)
                 for c in cells:
                     cells_bar.set_postfix_str(f"{model_name} × {c.signal} × {c.metric}", refresh=True)
-                    self._score_cell(c, acts, weights, model_info, targets, signal_errors, summary)
+                    with self._cell(model=model_name, signal=c.signal, metric=c.metric):
+                        self._score_cell(c, acts, weights, model_info, targets, signal_errors, summary)
                     cells_bar.update()
                 del acts
 
@@ -947,11 +967,14 @@ def run(config: RunConfig, *, registry: Registry | None = None,
     registry = registry or load_registry()
     plans = plan_runs(config, registry)
     summaries = []
+    several = len({p.dataset.name for p in plans}) > 1
     with ResultsStore(config.store) as store:
         for plan in plans:
             if on_plan is not None:
                 on_plan(plan)
-            summaries.append(Scheduler(plan, store, progress=config.progress).execute(registry))
+            scheduler = Scheduler(plan, store, progress=config.progress)
+            scheduler.name_dataset = several
+            summaries.append(scheduler.execute(registry))
     return merge_summaries(summaries, [p.dataset.name for p in plans])
 
 

@@ -122,6 +122,17 @@ def _min_train(n: int, k: int) -> int:
     return n - -(-n // k)
 
 
+def _edge_layers(at_edge: np.ndarray, layers: list[str], n: int = 3) -> str:
+    """The layers that chose a penalty at the grid's edge most often, with their share of (fold, site) choices.
+
+    ``at_edge`` (n_layers, n_folds, n_sites) bool; gives e.g. ``'conv1' 95%, 'conv2' 80% (+3 more)``.
+    """
+    share = at_edge.reshape(len(layers), -1).mean(axis=1)                        # (n_layers,)
+    order = [int(i) for i in np.argsort(-share, kind="stable") if share[i] > 0]
+    shown = ", ".join(f"'{layers[i]}' {100 * share[i]:.0f}%" for i in order[:n])
+    return shown + (f" (+{len(order) - n} more)" if len(order) > n else "")
+
+
 @contextlib.contextmanager
 def _quiet_splits():
     """Silence the fold-drawing messages at plan time (they are logged when the cell is scored)."""
@@ -484,10 +495,12 @@ class LinearPredictivityMetric(MetricPlugin):
             summary["alpha_at_upper_edge_fraction"] = high
             if low > 0.25:
                 log.warning("linear-predictivity: %.0f%% of chosen penalties are the smallest of the grid (%g); "
-                            "extend `alphas` downwards.", 100 * low, self.alphas.min())
+                            "most often in layer(s) %s; extend `alphas` downwards.", 100 * low, self.alphas.min(),
+                            _edge_layers(alphas <= self.alphas.min(), layers))
             if high > 0.5:  # expected for unpredictable sites (a constant prediction is best)
-                log.info("linear-predictivity: %.0f%% of chosen penalties are the largest of the grid (%g).",
-                         100 * high, self.alphas.max())
+                log.info("linear-predictivity: %.0f%% of chosen penalties are the largest of the grid (%g); most "
+                         "often in layer(s) %s.", 100 * high, self.alphas.max(),
+                         _edge_layers(alphas >= self.alphas.max(), layers))
         return Score(value=value, ceiling=score_ceiling,
                      details={"layer_area": curve, "layer_site": site_table, "area": area_table,
                               "fold_area": fold_table},
