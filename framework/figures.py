@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["CMAP", "bar_chart", "layer_area_maps", "layer_profiles", "symmetric_limit"]
+__all__ = ["CMAP", "bar_chart", "layer_area_maps", "layer_profiles", "series_colours", "symmetric_limit"]
 
 #: Diverging colour map of the layer × area maps (blue negative, white 0, red positive).
 CMAP = "RdBu_r"
@@ -94,6 +94,37 @@ def _draw(chart: str, label: str, salt: str, width: float, height: float, draw) 
         return _svg(fig, chart, label, salt)
 
 
+def series_colours(series: Sequence[str]) -> list[str]:
+    """One colour per series, none repeated.
+
+    Signals named ``<band>@<window>`` (band power, e.g. ``lowgamma@150-350``) get their band's
+    colour (:data:`PALETTE`, bands in order of appearance), lighter for earlier windows, so the
+    legend reads as bands x windows; other series take :data:`PALETTE` in order, and beyond its
+    eight colours matplotlib's ``tab20``.
+    """
+    import matplotlib as mpl
+    from matplotlib.colors import to_hex, to_rgb
+
+    names = [str(s) for s in series]
+    parts = [n.split("@", 1) for n in names]
+    bands = list(dict.fromkeys(p[0] for p in parts))
+    if names and all(len(p) == 2 for p in parts) and len(bands) <= len(PALETTE) and len(bands) < len(names):
+        windows: dict[str, list[str]] = {}
+        for band, window in parts:
+            windows.setdefault(band, []).append(window)
+        out = []
+        for band, window in parts:
+            k, n = windows[band].index(window), len(windows[band])
+            white = 0.6 * (n - 1 - k) / max(n - 1, 1)          # the last window in full colour
+            rgb = np.array(to_rgb(PALETTE[bands.index(band)]))
+            out.append(to_hex(rgb + (1.0 - rgb) * white))
+        return out
+    if len(names) <= len(PALETTE):
+        return list(PALETTE[:len(names)])
+    tab = mpl.colormaps["tab20"]
+    return [to_hex(tab(j % 20)) for j in range(len(names))]
+
+
 def bar_chart(labels: Sequence[str], series: Sequence[str], values: np.ndarray, *,
               ci_low: np.ndarray | None = None, ci_high: np.ndarray | None = None,
               ceilings: np.ndarray | None = None, ylabel: str, ceiling_label: str = "noise ceiling",
@@ -135,8 +166,9 @@ def bar_chart(labels: Sequence[str], series: Sequence[str], values: np.ndarray, 
         group = 0.8
         bar_w = group / max(n_series, 1)
         x = np.arange(n_rows, dtype=float)
+        colours = series_colours(series)
         for j, name in enumerate(series):
-            colour = PALETTE[j % len(PALETTE)]
+            colour = colours[j]
             pos = x - group / 2 + (j + 0.5) * bar_w
             v = vals[:, j]
             shown = np.isfinite(v)
@@ -205,7 +237,7 @@ def layer_profiles(panels: Sequence[dict], *, ylabel: str, salt: str = "") -> st
     areas_all: list[str] = []
     for p in panels:
         areas_all += [a for a in p["areas"] if a not in areas_all]
-    colour = {a: PALETTE[i % len(PALETTE)] for i, a in enumerate(areas_all)}
+    colour = dict(zip(areas_all, series_colours(areas_all)))
     limits = _value_limits(*[np.asarray(p["values"], float) + (np.nan_to_num(np.asarray(p["sem"], float))
                                                                if p["sem"] is not None else 0.0) for p in panels],
                            *[np.asarray(p["values"], float) - (np.nan_to_num(np.asarray(p["sem"], float))

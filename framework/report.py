@@ -179,8 +179,23 @@ def _top_entries(b: Board, n: int = TOP_MODELS) -> list[Entry]:
     return [e for e in sorted(b.entries, key=key)[:n] if e.best_signal is not None]
 
 
-def _label(e: Any) -> str:
+def _title(e: Any) -> str:
+    """A model's panel title: its name and full weights label."""
     return f"{e.model} ({e.weights})" if e.weights else e.model
+
+
+def _label(e: Any) -> str:
+    """A model's axis label: its name over a short weights tag (the full label is in the table)."""
+    weights = str(e.weights or "")
+    if not weights or weights.startswith("no weights"):
+        return e.model
+    if "fallback" in weights:
+        tag = "random init (fallback)"
+    elif weights.startswith("random init"):
+        tag = "random init"
+    else:                                   # "ImageNet-1k (torchvision IMAGENET1K_V1)" -> "ImageNet-1k"
+        tag = weights.split(" (", 1)[0]
+    return f"{e.model}\n{tag}"
 
 
 # --------------------------------------------------------------------------------------
@@ -358,7 +373,7 @@ def _board_layers(b: Board, salt: str) -> str:
                "the scores hold none of the metric's declared layer × area tables")
         return f"<p class='note'>No layer profiles or maps: {html.escape(why)}.</p>"
     label = data[0][1].map.label
-    profile_panels = [{"title": f"{_label(e)}, {e.best_signal}", "layers": d.layers, "areas": d.areas,
+    profile_panels = [{"title": f"{_title(e)}, {e.best_signal}", "layers": d.layers, "areas": d.areas,
                        "values": d.values, "sem": d.sem} for e, d in data]
     notes = sorted({d.sem_note for _, d in data})
     profiles = figures.layer_profiles(profile_panels, ylabel=label, salt=salt)

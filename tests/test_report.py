@@ -286,3 +286,20 @@ def test_rsa_map_is_the_headline_quantity():
     best = d.layers.index(score.summary["optimistic_layer"])
     counts = np.array([sites.areas.count(a) for a in d.areas])
     assert float(np.sum(d.values[:, best] * counts) / counts.sum()) == pytest.approx(score.value, rel=1e-9)
+
+
+def test_series_colours_never_repeat_and_group_band_power_signals_by_band():
+    from matplotlib.colors import to_rgb
+
+    from framework.figures import PALETTE, series_colours
+
+    bands = ["theta", "alpha", "beta", "lowgamma", "highgamma"]
+    signals = [f"{b}@{w}" for b in bands for w in ("50-250", "150-350", "250-450")]
+    colours = series_colours(signals)
+    assert len(set(colours)) == 15
+    for k, band in enumerate(bands):       # the band's last window in its own colour, earlier ones lighter
+        own = [colours[signals.index(f"{band}@{w}")] for w in ("50-250", "150-350", "250-450")]
+        assert own[2] == PALETTE[k].lower()
+        assert sum(to_rgb(own[0])) > sum(to_rgb(own[1])) > sum(to_rgb(own[2]))
+    assert series_colours(["a", "b"]) == list(PALETTE[:2])
+    assert len(set(series_colours([f"area{i}" for i in range(12)]))) == 12
