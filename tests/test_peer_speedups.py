@@ -219,3 +219,28 @@ def test_from_gram_rank_tolerance_follows_n_features() -> None:
     gram = RidgePath.from_gram(xc @ xc.T, y, n_features=90)
     assert gram.rank == feature.rank
     np.testing.assert_array_equal(gram.s2, feature.s2)
+
+
+def test_gram_and_fold_grams_have_the_same_bits_for_any_number_of_threads():
+    """Sums run in SUM_LANES fixed lanes: 1, 2 or 3 threads (a laptop, a Dask worker with OMP_NUM_THREADS=1)
+    and any BLAS thread limit give identical bits, so every executor gives the same numbers."""
+    from threadpoolctl import threadpool_limits
+
+    from framework.numerics.gram import SUM_LANES, THREADED_WORK, fold_grams, gram
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((100, 30_000)).astype(np.float32)
+    assert 100 * 100 * 30_000 / 2 >= THREADED_WORK and SUM_LANES > 1
+    ref, ref_sums = gram(x, center=True, block=1000, workers=1)
+    for workers in (2, 3):
+        g, sums = gram(x, center=True, block=1000, workers=workers)
+        assert np.array_equal(g, ref) and np.array_equal(sums, ref_sums)
+    with threadpool_limits(1):
+        g, _ = gram(x, center=True, block=1000)
+    assert np.array_equal(g, ref)
+    xc = x.astype(np.float64) - x.astype(np.float64).mean(0)
+    np.testing.assert_allclose(ref, xc @ xc.T, rtol=1e-9, atol=1e-7)
+    splits = [(np.arange(20, 100), np.arange(20)), (np.arange(0, 80), np.arange(80, 100))]
+    ref_f = fold_grams(x[:, :6000], splits, block=256, workers=1)
+    for workers in (2, 3):
+        assert np.array_equal(fold_grams(x[:, :6000], splits, block=256, workers=workers), ref_f)

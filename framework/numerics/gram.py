@@ -31,6 +31,11 @@ CACHE_BLOCK_BYTES = 2 * 2**20
 #: Gram matrices of at least this many multiply-adds (``n_stimuli^2 n_features / 2``) are accumulated by
 #: Python threads, each with single-threaded BLAS; smaller ones run in the calling thread.
 THREADED_WORK = 2**27
+#: Partial sums ("lanes") of a blocked Gram matrix: block ``k`` is added to lane ``k % SUM_LANES`` and the
+#: lanes are added in order at the end, whatever the number of threads (each thread takes whole lanes).
+#: So a result has the same bits on 1 core or 64, in this process or on a Dask worker, at the cost of
+#: ``SUM_LANES`` accumulators of ``n_stimuli^2`` (``x n_folds`` for :func:`fold_grams`).
+SUM_LANES = 4
 #: Feature columns per block of :func:`centered_gram` (the linear CKA kernel).
 CENTERED_BLOCK = 4096
 #: Bytes of one float64 work array of a feature block in :func:`fold_grams`; a block holds
@@ -84,8 +89,8 @@ def gram(features: np.ndarray, *, center: bool = False, block: int | None = None
 
     Notes
     -----
-    The summation order is fixed by the block size and the number of threads, so the same
-    inputs, block and ``workers`` always give the same bits; other thread counts agree to rounding.
+    The summation order is fixed by the block size and :data:`SUM_LANES` only, so the same inputs
+    and block give the same bits with any number of ``workers`` (and any BLAS thread count).
     """
     n, p = features.shape
     if block is not None:
@@ -93,23 +98,16 @@ def gram(features: np.ndarray, *, center: bool = False, block: int | None = None
     else:
         step = int(max(1, min(p, block_bytes // (8 * max(n, 1)), max(CACHE_BLOCK_BYTES // (8 * max(n, 1)), n))))
     starts = list(range(0, p, step))
-    if n * n * p / 2 < THREADED_WORK or len(starts) < 2:
-        parts = [_gram_part(features, starts, step, center)]
-    else:
-        if workers is None:
-            workers = min(_blas_threads(), os.cpu_count() or 1)
-        workers = max(1, min(int(workers), len(starts)))
-        from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(1, user_api="blas"):
-            if workers == 1:
-                parts = [_gram_part(features, starts, step, center)]
-            else:  # static round-robin share of the blocks: deterministic sums
-                from concurrent.futures import ThreadPoolExecutor
-
-                with ThreadPoolExecutor(workers) as pool:
-                    parts = list(pool.map(lambda w: _gram_part(features, starts[w::workers], step, center),
-                                          range(workers)))
+    with threadpool_limits(1, user_api="blas"):   # BLAS threads would make the bits depend on the core count
+        if n * n * p / 2 < THREADED_WORK or len(starts) < 2:
+            parts = [_gram_part(features, starts, step, center)]
+        else:
+            lanes = [starts[k::SUM_LANES] for k in range(SUM_LANES) if starts[k::SUM_LANES]]
+            if workers is None:
+                workers = min(_blas_threads(), os.cpu_count() or 1)
+            parts = _in_threads(lambda lane: _gram_part(features, lane, step, center), lanes, workers)
     bad = min((part[2] for part in parts if part[2] is not None), default=None)
     if check_finite and bad is not None:
         raise DataError(f"Features contain NaN/inf (first at stimulus {bad[1]}, feature {bad[2]}); "
@@ -121,6 +119,17 @@ def gram(features: np.ndarray, *, center: bool = False, block: int | None = None
     g = np.triu(g)
     g += np.triu(g, 1).T
     return g, sums
+
+
+def _in_threads(task, lanes: list, workers: int) -> list:
+    """``[task(lane) for lane in lanes]``, the lanes shared by up to ``workers`` threads; results in lane order."""
+    workers = max(1, min(int(workers), len(lanes)))
+    if workers == 1:
+        return [task(lane) for lane in lanes]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(task, lanes))
 
 
 def _gram_part(x: np.ndarray, starts: list[int], step: int,
@@ -239,8 +248,8 @@ def fold_grams(x: np.ndarray, splits: list, *, standardize: bool = True, order: 
     workers : int, optional
         Threads sharing the blocks (each with single-threaded BLAS); default the
         current BLAS thread limit, so ``threadpoolctl.threadpool_limits(1)`` makes
-        it serial. Results are deterministic for a given number of workers and
-        agree across numbers of workers to rounding.
+        it serial. The blocks are summed in :data:`SUM_LANES` lanes, so the result
+        has the same bits for any number of workers.
 
     Returns
     -------
@@ -248,7 +257,7 @@ def fold_grams(x: np.ndarray, splits: list, *, standardize: bool = True, order: 
 
     Notes
     -----
-    Memory: ``workers * (n_folds * n^2 + ~4 * n * block)`` float64 values;
+    Memory: ``SUM_LANES * n_folds * n^2 + workers * ~4 * n * block`` float64 values;
     time: ``n_folds * n^2 * n_features / 2`` multiply-adds (BLAS syrk); without
     ``standardize`` the folds share one ``Y Y^T`` (``n^2 * n_features / 2``).
     """
@@ -258,22 +267,21 @@ def fold_grams(x: np.ndarray, splits: list, *, standardize: bool = True, order: 
     starts = list(range(0, p, block))
     if workers is None:
         workers = min(_blas_threads(), os.cpu_count() or 1)
-    workers = max(1, min(int(workers), len(starts)))
     mask = np.zeros((len(splits), n))
     for f, (train, _) in enumerate(splits):
         mask[f, train] = 1.0
     task = functools.partial(_gram_blocks, x, splits, mask, standardize=standardize, order=order, layer=layer,
                              block=block)
-    if workers == 1:
-        grams, r, c = task(starts)
-    else:  # static round-robin share of the blocks: deterministic sums
-        from concurrent.futures import ThreadPoolExecutor
+    from threadpoolctl import threadpool_limits
 
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-            parts = list(pool.map(task, [starts[w::workers] for w in range(workers)]))
-        grams, r, c = (sum(part[i] for part in parts[1:]) + parts[0][i] for i in range(3))
+    lanes = [starts[k::SUM_LANES] for k in range(SUM_LANES) if starts[k::SUM_LANES]]
+    with threadpool_limits(1, user_api="blas"):
+        parts = _in_threads(task, lanes, workers)
+    grams, r, c = parts[0]
+    for part in parts[1:]:          # lanes added in order: the same bits for any number of workers
+        grams += part[0]
+        r += part[1]
+        c += part[2]
     for f in range(len(splits)):  # centre every fold at its training mean: (Y - delta_f) s_f
         grams[f] -= r[:, f][:, None] + r[:, f][None, :] - c[f]
     return grams
