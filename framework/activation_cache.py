@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from framework.contracts import ModelPlugin, WeightsInfo
+from framework.contracts import ModelPlugin, WeightsInfo, takes_device_options
 from framework.errors import ConfigError, DataError, PluginError
 from framework.fileio import (
     STALE_AGE_S,
@@ -145,17 +145,30 @@ class ActivationCache:
 
     # -- keys -------------------------------------------------------------------------------
     def key(self, model_name: str, model_params: dict, weights: WeightsInfo, layers: list[str],
-            preprocessing: dict, dataset_digest: str, reduction: dict | None) -> str:
+            preprocessing: dict, dataset_digest: str, reduction: dict | None, *,
+            device: str | None = None, precision: str | None = None) -> str:
         """Content-addressed key of an entry.
 
         The SHA-256 (64 hex) of the model name and parameters, the weights (source, digest,
         seed), the layer list in order, the preprocessing, the dataset digest and the format
-        version. With a reduction, the full entry's key followed by ``"."`` and 16 hex
-        characters of the reduction parameters, so the reduced entry names what it derives from.
+        version, and where the network ran: the device type (``"cpu"``, ``"cuda"``, ``"mps"``;
+        ``"cuda:1"`` counts as ``"cuda"``) and the precision (``"fp32"``, ``"fp16"``, ``"bf16"``),
+        because a GPU's or a half-precision forward pass gives other features than the CPU's
+        float32 one. ``cpu`` with ``fp32`` (and None, a model that takes no device) adds nothing,
+        so entries cached before the device options keep their keys. With a reduction, the full
+        entry's key followed by ``"."`` and 16 hex characters of the reduction parameters, so the
+        reduced entry names what it derives from.
         """
+        device_type = None if device is None else str(device).partition(":")[0]
+        if precision is not None:
+            from framework.devices import PRECISIONS
+
+            check_option("precision", precision, PRECISIONS)
+        where = ([] if device_type in (None, "cpu") and precision in (None, "fp32")
+                 else [{"device": device_type or "cpu", "precision": precision or "fp32"}])
         full = digest_of("activations", FORMAT_VERSION, model_name, model_params,
                          {"source": weights.source, "digest": weights.digest, "seed": weights.seed},
-                         list(layers), preprocessing, dataset_digest)
+                         list(layers), preprocessing, dataset_digest, *where)
         red = normalise_reduction(reduction)
         return full if red is None else f"{full}.{reduction_id(red)}"
 
@@ -258,7 +271,7 @@ class ActivationCache:
     # -- extraction -------------------------------------------------------------------------
     def extract(self, model: ModelPlugin, stimuli: StimulusSet, layers: Sequence[str], *, key: str,
                 batch_size: int = 32, progress: Callable[[int], Any] | None = None,
-                reduction: dict | None = None) -> Activations:
+                reduction: dict | None = None, device: Any = None, precision: str | None = None) -> Activations:
         """Return the activations of ``key``, extracting and caching them on a miss.
 
         Parameters
@@ -276,6 +289,8 @@ class ActivationCache:
         reduction : dict, optional
             See :func:`normalise_reduction`. The features are reduced before they are kept (the
             full features only ever exist as scratch files of the extraction).
+        device, precision : torch.device and str, optional
+            Passed to ``model.extract`` (see :meth:`load`); give the key the same ones.
 
         Returns
         -------
@@ -293,11 +308,12 @@ class ActivationCache:
             raise ConfigError(f"Activation cache key '{key}' was not made with reduction {red}; "
                               "build the key with ActivationCache.key(..., reduction=<the same dict>).")
         acts, _ = self.load(model, stimuli, layers, key=key, needs=[], keep_features=True, reduction=red,
-                            batch_size=batch_size, progress=progress)
+                            batch_size=batch_size, progress=progress, device=device, precision=precision)
         return acts
 
     def _stream(self, tmp: Path, model: ModelPlugin, stimuli: StimulusSet, layers: list[str], key: str,
-                batch_size: int, progress: Callable[[int], Any] | None) -> dict[str, Any]:
+                batch_size: int, progress: Callable[[int], Any] | None, device: Any = None,
+                precision: str | None = None) -> dict[str, Any]:
         """Run the model over ``stimuli`` and write layer ``i`` to ``tmp/layer_<i:03d>.npy``; returns its meta.
 
         The files are written with positioned writes from one writer thread that overlaps
@@ -307,6 +323,16 @@ class ActivationCache:
         n = len(stimuli)
         if n == 0:
             raise DataError(f"Cannot extract activations of model '{model.name}' for an empty stimulus set.")
+        options: dict[str, Any] = {}
+        if device is not None or precision is not None:
+            if not takes_device_options(model):
+                raise ConfigError(f"Model '{model.name}' ({type(model).__name__}) takes no device or precision (its "
+                                  "class does not set supports_devices = True, or its extract() has no 'device' and "
+                                  "'precision' keywords); extract it without them.")
+            from framework.devices import device_info, resolve_device
+
+            device = resolve_device("cpu" if device is None else device) if not hasattr(device, "type") else device
+            options = {"device": device, "precision": precision or "fp32"}
         weights = model.weights_info()
         shapes = model.layer_shapes()
         files = [f"layer_{i:03d}.npy" for i in range(len(layers))]
@@ -333,7 +359,7 @@ class ActivationCache:
                     progress(written)
 
         try:
-            batches = iter(model.extract(stimuli, layers, batch_size=batch_size))
+            batches = iter(model.extract(stimuli, layers, batch_size=batch_size, **options))
             try:
                 for batch in batches:
                     if list(batch) != layers:
@@ -387,6 +413,8 @@ class ActivationCache:
             "reduction": None,
             "key": key,
         }
+        if options:
+            info.update(device=device_info(options["device"]), precision=options["precision"])
         return {"format": FORMAT_VERSION, "key": key, "layers": layers, "files": files,
                 "n_features": [widths[layer] for layer in layers], "stimulus_ids": list(stimuli.ids), "info": info}
 
@@ -473,7 +501,8 @@ class ActivationCache:
     def load(self, model: ModelPlugin, stimuli: StimulusSet, layers: Sequence[str], *, key: str,
              needs: Sequence[Need], keep_features: bool = False, reduction: dict | None = None,
              batch_size: int = 32, progress: Callable[[int], Any] | None = None,
-             describe: dict[str, Any] | None = None) -> tuple[Activations, bool]:
+             describe: dict[str, Any] | None = None, device: Any = None,
+             precision: str | None = None) -> tuple[Activations, bool]:
         """The statistics ``needs`` of ``model``'s ``layers`` over ``stimuli``, computing what is missing.
 
         Parameters
@@ -496,6 +525,13 @@ class ActivationCache:
             Called with the number of stimuli done so far after every batch.
         describe : dict, optional
             Added to the entries' provenance (e.g. ``{"dataset": name}``, shown by ``framework cache info``).
+        device : torch.device or str, optional
+            Where the model runs (a name is resolved by :func:`framework.devices.resolve_device`).
+        precision : {"fp32", "fp16", "bf16"}, optional
+            Arithmetic of the forward pass. When either is given, the model must take them
+            (:func:`framework.contracts.takes_device_options`, else :class:`ConfigError`); they are
+            passed to ``model.extract`` and recorded in the entries' provenance (``device``, ``precision``).
+            Build ``key`` with the same device type and precision.
 
         Returns
         -------
@@ -521,7 +557,8 @@ class ActivationCache:
             if kept is not None:
                 arrays, info, files = dict(kept.items()), dict(kept.info), None
             else:
-                meta = self._stream(tmp, model, stimuli, list(layers), full_key, batch_size, progress)
+                meta = self._stream(tmp, model, stimuli, list(layers), full_key, batch_size, progress,
+                                    device=device, precision=precision)
                 meta["info"].update(describe or {})
                 if red is not None:
                     meta = self._reduce_files(tmp, meta, key, red)

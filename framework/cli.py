@@ -139,11 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset-param", action="append", metavar="DATASET.PARAM=VALUE",
                      help="e.g. demo.n_images_per_category=10; repeatable")
     run.add_argument("--batch-size", type=int, help="stimuli per forward pass (default 32)")
+    run.add_argument("--device", help="where the networks run (feature extraction only; the statistics are numpy on "
+                     "the CPU): cpu (default), auto (cuda, else mps, else cpu), cuda, cuda:N or mps")
+    run.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
+                     help="arithmetic of the forward pass: fp32 (default), or fp16/bf16 autocast (features differ "
+                          "from fp32 by ~5e-4 / ~5e-3 relative; fast on GPUs, slow on most CPUs)")
     run.add_argument("--keep-activations", action="store_true", default=None,
                      help="also keep every layer's raw features in the cache (reduced with a reduction); by "
                           "default only the statistics the metrics need are kept")
     run.add_argument("--seed", type=int, help="seed for random init, splits and permutations (default 0)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--executor", choices=["local", "dask"],
+                     help="local (default): this process; dask: tasks on a Dask cluster (docs/scaling.md)")
+    run.add_argument("--dask-scheduler", metavar="ADDRESS",
+                     help="address of a running dask scheduler, e.g. tcp://10.0.0.5:8786 (implies --executor dask)")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="start a local Dask cluster of N single-threaded worker processes (implies --executor dask)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging (tracebacks of failed cells)")
     run.add_argument("-q", "--quiet", action="store_true", help="only warnings and the leaderboard")
 
@@ -337,6 +348,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "models": args.models, "signals": args.signals, "metrics": args.metrics, "dataset": args.dataset,
         "benchmarks": args.benchmarks,
         "store": args.store, "weights": args.weights, "batch_size": args.batch_size, "seed": args.seed,
+        "device": args.device, "precision": args.precision,
         "keep_activations": args.keep_activations,
         "layers": _layers_option(args.layers),
         "weights_files": _pairs(args.weights_file, "--weights-file") or None,
@@ -345,6 +357,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "metric_params": _plugin_params(args.metric_param, "--metric-param") or None,
         "dataset_params": _plugin_params(args.dataset_param, "--dataset-param") or None,
         "progress": False if args.no_progress else None,
+        "executor": args.executor, "dask_scheduler": args.dask_scheduler, "workers": args.workers,
     }
     source = f"'{args.config}'" if args.config else "command-line options"
     config = build_config(file_fields, cli_fields, source=source)

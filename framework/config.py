@@ -26,6 +26,7 @@ from framework.errors import ConfigError, did_you_mean
 from framework.paths import expand_user
 
 WeightsMode = Literal["auto", "pretrained", "random"]
+Precision = Literal["fp32", "fp16", "bf16"]
 
 
 def _split_names(value: Any) -> Any:
@@ -64,6 +65,25 @@ class RunConfig(BaseModel):
         against its declaration before any work.
     batch_size : int
         Stimuli per forward pass.
+    device : {"cpu", "auto", "cuda", "cuda:N", "mps"}
+        Where the networks run (feature extraction only: the statistics and metrics are numpy/SciPy
+        and run on the CPU, :mod:`framework.numerics` uses no torch). ``auto`` is ``cuda`` when a CUDA
+        device is visible, else ``mps``, else ``cpu``. The default is ``cpu``, not ``auto``: a GPU's
+        float32 convolutions (cuDNN/cuBLAS algorithms, TF32) differ from the CPU's in the last bits,
+        so ``auto`` would make the same configuration give different numbers on different machines
+        (and a run on a GPU machine could not reuse activations cached on a CPU); the GPU is opt-in,
+        and recorded. A device that is not there is a :class:`ConfigError` before any work
+        (:func:`framework.devices.resolve_device`). Models whose plugin does not take a device
+        (:attr:`framework.contracts.ModelPlugin.supports_devices`) run as they do by themselves.
+    precision : {"fp32", "fp16", "bf16"}
+        Arithmetic of the forward pass: ``fp32`` (default) is the network's float32; ``fp16`` and
+        ``bf16`` run it under ``torch.autocast`` (half-precision convolutions and matrix products,
+        float32 weights; AlexNet's features differ from fp32 by about 5e-3 relative in bf16, 5e-4
+        in fp16). Features are always stored as float32. Probed on the device before any work
+        (:func:`framework.devices.check_precision`); on a CPU without native half-precision units
+        both run but are much slower than fp32. The device type and precision are part of the
+        activation cache key (except ``cpu`` with ``fp32``, the key of every earlier entry) and of
+        each row's provenance (``model.device``, ``model.precision``).
     keep_activations : bool
         Also keep every layer's raw features in the activation cache (reduced when
         ``reduction`` is set); by default the cache keeps only the statistics the run's
@@ -72,6 +92,15 @@ class RunConfig(BaseModel):
         Seed for random init, splits and permutations.
     progress : bool or None
         Progress bars; ``None`` means on when stderr is a terminal.
+    executor : {"local", "dask"}
+        Where the work runs (:mod:`framework.executors`): in this process, or as tasks on a Dask
+        cluster (signals per plugin, extraction per model, scoring per cell). Only this process
+        writes the results store, so resume and provenance are the same; so are the numbers.
+    dask_scheduler : str or None
+        Address of a running ``dask scheduler`` (``tcp://host:8786``); implies ``executor="dask"``.
+    workers : int or None
+        Start a ``dask.distributed.LocalCluster`` of this many single-threaded worker processes on
+        this machine; implies ``executor="dask"``. Neither address nor workers: one worker per core.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -91,6 +120,8 @@ class RunConfig(BaseModel):
     dataset_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     reduction: dict[str, Any] | None = None
     batch_size: StrictInt = Field(default=32, gt=0, le=4096)
+    device: str = "cpu"
+    precision: Precision = "fp32"
     keep_activations: StrictBool = False
     # 2**32 - 1: the largest seed every consumer takes. numpy's SeedSequence accepts any size and
     # torch.manual_seed anything below 2**64, but scikit-learn's random_state (the folds of
@@ -98,6 +129,21 @@ class RunConfig(BaseModel):
     # a larger seed would fail only after signals and activations were computed.
     seed: StrictInt = Field(default=0, ge=0, le=2**32 - 1)
     progress: StrictBool | None = None
+    executor: Literal["local", "dask"] = "local"
+    dask_scheduler: str | None = None
+    workers: StrictInt | None = Field(default=None, gt=0, le=1024)
+
+    @model_validator(mode="after")
+    def _executor_options(self) -> RunConfig:
+        if self.dask_scheduler is not None and self.workers is not None:
+            raise ValueError("dask_scheduler connects to a running cluster and workers starts a local one; give "
+                             "one of them")
+        if (self.dask_scheduler is not None or self.workers is not None) and self.executor == "local":
+            if "executor" in self.model_fields_set:
+                raise ValueError("dask_scheduler and workers apply to executor='dask', not 'local'; drop them or "
+                                 "set executor='dask'")
+            self.executor = "dask"
+        return self
 
     @field_validator("models", "signals", "metrics", mode="before")
     @classmethod
@@ -119,6 +165,27 @@ class RunConfig(BaseModel):
             if clash:
                 raise ValueError(f"benchmarks set each benchmark's dataset, signal and metric (with its "
                                  f"parameters); drop {', '.join(clash)} or drop benchmarks")
+        return self
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device(cls, value: Any) -> Any:
+        from framework.devices import check_device_name
+
+        if not isinstance(value, str):
+            return value  # pydantic reports the type
+        try:
+            return check_device_name(value, option="device")
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix(f"Invalid value {value!r} for device; ")) from None
+
+    @model_validator(mode="after")
+    def _device_usable(self) -> RunConfig:
+        from framework.devices import check_run_options
+
+        if self.executor == "dask":   # the workers have the GPUs, not necessarily this client: checked there
+            return self
+        check_run_options(self.device, self.precision)  # raises ConfigError: the device or precision is not here
         return self
 
     @field_validator("layers", mode="before")

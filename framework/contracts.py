@@ -6,6 +6,7 @@ scheduler only talks to plugins through these methods.
 """
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,15 @@ class ModelPlugin(Parametrised, ABC):
 
     kind: ClassVar[str] = "model"
     name: str
+    #: Whether :meth:`extract` takes two more keyword-only options, ``device`` (a ``torch.device``
+    #: from :func:`framework.devices.resolve_device`) and ``precision`` (``"fp32"``, ``"fp16"`` or
+    #: ``"bf16"``, see :func:`framework.devices.autocast_context`), and honours them: runs the network
+    #: there, in that arithmetic, and still yields float32 numpy arrays. The framework passes them
+    #: (``--device``, ``--precision``) only to models that set this to True and whose ``extract``
+    #: accepts them (:func:`takes_device_options`); every other model is called as
+    #: ``extract(stimuli, layers, batch_size=...)``, so plugins written before the options keep working.
+    #: :class:`plugins.models.base.TorchModulePlugin` sets it.
+    supports_devices: ClassVar[bool] = False
 
     @abstractmethod
     def layers(self) -> list[str]:
@@ -107,6 +117,22 @@ class ModelPlugin(Parametrised, ABC):
     def version(self) -> str:
         """Plugin version recorded in provenance."""
         return getattr(self, "plugin_version", "1")
+
+
+def takes_device_options(model: Any) -> bool:
+    """Whether ``model.extract`` is to be given ``device=`` and ``precision=``: its class sets
+    :attr:`ModelPlugin.supports_devices` and its ``extract`` accepts both keywords (or ``**kwargs``)."""
+    if getattr(type(model), "supports_devices", False) is not True:
+        return False
+    try:
+        params = inspect.signature(model.extract).parameters
+    except (TypeError, ValueError):  # not introspectable: trust the declaration
+        return True
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return True
+    return all(name in params and params[name].kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                        inspect.Parameter.POSITIONAL_OR_KEYWORD)
+               for name in ("device", "precision"))
 
 
 class SignalPlugin(Parametrised, ABC):

@@ -51,7 +51,7 @@ from framework.paths import ensure_cache_dir, not_a_file, user_cache_dir
 from framework.registry import RANDOM_SUFFIX, Registry, load_registry
 from framework.store import DB_NAME, Cell, ResultsStore, StoreWriteError
 from framework.target_io import load_target, save_target
-from framework.types import Activations, Dataset, StimulusSet, Target, digest_of
+from framework.types import Activations, Dataset, Score, StimulusSet, Target, digest_of
 
 log = logging.getLogger("framework.scheduler")
 
@@ -389,6 +389,25 @@ def _build_model(registry: Registry, choice: ModelChoice, seed: int) -> ModelPlu
                            **choice.params)
 
 
+def _extraction_key_parts(config: RunConfig) -> list[dict[str, str]]:
+    """What the cell keys add for a non-default extraction: ``[{"device": type, "precision": p}]``, or
+    nothing for the CPU in fp32, so keys of cells scored before these options existed stay valid.
+
+    ``auto`` is resolved here for the local executor (it is the CPU on a machine without a GPU); on
+    Dask the workers resolve it, so it stays ``auto``. ``cuda:1`` keys as ``cuda``: devices of one
+    type give the same numbers.
+    """
+    device = config.device
+    if device == "auto" and config.executor == "local":
+        from framework.devices import resolve_device
+
+        device = resolve_device(device).type
+    device = device.split(":", 1)[0]
+    if device == "cpu" and config.precision == "fp32":
+        return []
+    return [{"device": device, "precision": config.precision}]
+
+
 def plan_run(config: RunConfig, registry: Registry | None = None, *,
              pairs: set[tuple[str, str]] | None = None) -> Plan:
     """Check every name against the registry, load the dataset and list the cells to run.
@@ -417,6 +436,7 @@ def plan_run(config: RunConfig, registry: Registry | None = None, *,
     for metric in metrics.values():
         metric.check(dataset)
     _check_baseline_only(models, metrics)
+    extraction = _extraction_key_parts(config)
     cells = []
     for model in models:
         for sname, splugin in signals.items():
@@ -428,7 +448,7 @@ def plan_run(config: RunConfig, registry: Registry | None = None, *,
                     {"signal": sname, "plugin": owners[sname], "params": splugin.parameters(sname),
                      "version": splugin.version()},
                     {"metric": mname, "params": mplugin.parameters(), "version": mplugin.version()},
-                    config.seed,
+                    config.seed, *extraction,
                 )
                 cells.append(PlannedCell(Cell(key, dataset.name, model.name, sname, mname), model, sname, mname))
     return Plan(config, dataset, models, signals, owners, metrics, cells, notes)
@@ -619,9 +639,11 @@ def _align(activations: Activations, target: Target, stimuli: StimulusSet) -> Ac
 class Scheduler:
     """Executes a :class:`Plan` against a results store (local, in-process executor)."""
 
-    def __init__(self, plan: Plan, store: ResultsStore, *, progress: bool | None = None) -> None:
+    def __init__(self, plan: Plan, store: ResultsStore, *, progress: bool | None = None, client: Any = None) -> None:
         self.plan = plan
         self.store = store
+        #: The Dask client of ``--executor dask`` (:mod:`framework.executors`); None: this process does the work.
+        self.client = client
         self.show_progress = _show_progress(progress)
         self.cache_root = ensure_cache_dir()  # the user cache, shared by every store
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
@@ -738,6 +760,8 @@ class Scheduler:
 
     def _activations(self, work: _ModelWork) -> tuple[Activations, WeightsInfo, dict[str, Any]]:
         from framework.activation_cache import ActivationCache
+        from framework.contracts import takes_device_options
+        from framework.devices import device_info, resolve_device
 
         choice = work.choice
         weights = work.weights
@@ -752,7 +776,18 @@ class Scheduler:
         given = provided(self.plan.dataset.stimuli, list(layers)) if callable(provided) else None
         if given is not None:  # a reference model's precomputed layer RDMs: nothing to extract or cache
             return given, weights, {"layers": list(layers), "preprocessing": model.preprocessing(),
-                                    "plugin_version": model.version(), "extraction": "precomputed"}
+                                    "plugin_version": model.version(), "extraction": "precomputed",
+                                    "device": None, "precision": None}
+        # --device / --precision: resolved here, where the network runs ("auto" picks this machine's device),
+        # and given only to models that take them; for the others both are recorded as None.
+        config = self.plan.config
+        device = precision = None
+        if takes_device_options(model):
+            device, precision = resolve_device(config.device), config.precision
+        elif config.device not in ("cpu", "auto") or config.precision != "fp32":
+            log.warning("Model '%s' (%s) takes no device or precision: it runs as its plugin does, not on --device "
+                        "%s in --precision %s (its rows record device and precision as None).", choice.name,
+                        type(model).__name__, config.device, config.precision)
         cache = ActivationCache(self.cache_root / "activations")
         needs = self._needs(work)
         ids = self.plan.dataset.stimuli.ids
@@ -760,7 +795,8 @@ class Scheduler:
         def key_for(weights: WeightsInfo) -> str:
             return cache.key(choice.name, choice.identity or model_identity(model, choice.params), weights,
                              list(layers), model.preprocessing(),
-                             self.plan.dataset.digest, self.plan.config.reduction)
+                             self.plan.dataset.digest, self.plan.config.reduction,
+                             device=None if device is None else device.type, precision=precision)
 
         key = key_for(weights)
         cached = cache.lookup(key, needs, ids)
@@ -773,7 +809,9 @@ class Scheduler:
                 key = key_for(weights)
                 cached = cache.lookup(key, needs, ids)
         info = {"activations_key": key, "layers": list(layers), "preprocessing": model.preprocessing(),
-                "plugin_version": model.version()}
+                "plugin_version": model.version(),
+                "device": None if device is None else {"requested": config.device, **device_info(device)},
+                "precision": precision}
         if cached is not None:
             info["extraction"] = "cache"
             return cached, weights, info
@@ -785,7 +823,8 @@ class Scheduler:
                                  batch_size=self.plan.config.batch_size,
                                  progress=lambda done: bar.update(done - bar.n),  # reports cumulative counts
                                  reduction=self.plan.config.reduction,
-                                 describe={"dataset": self.plan.dataset.name, "model_as_named": choice.name})
+                                 describe={"dataset": self.plan.dataset.name, "model_as_named": choice.name},
+                                 device=device, precision=precision)
         info["extraction"] = f"{time.perf_counter() - t0:.2f} s"
         log.info("Extracted %d layers of '%s' for %d stimuli in %s.", len(layers), choice.name, n, info["extraction"])
         return acts, weights, info
@@ -873,6 +912,12 @@ class Scheduler:
         return summary
 
     def _run_pending(self, works: list[_ModelWork], summary: RunSummary) -> None:
+        if self.client is not None:
+            from framework.executors import run_pending_on_dask
+
+            with _bar(sum(len(w.cells) for w in works), "cells", "cell", show=self.show_progress) as cells_bar:
+                run_pending_on_dask(self, works, summary, self.client, cells_bar)
+            return
         needed = {c.signal for w in works if w.error is None for c in w.cells}
         targets, signal_errors = self._compute_signals(needed, summary) if needed else ({}, {})
         with _bar(sum(len(w.cells) for w in works), "cells", "cell", show=self.show_progress) as cells_bar:
@@ -921,9 +966,15 @@ class Scheduler:
                        weights_label=weights.label)
             return
         target = targets[c.signal]
+        provenance = self._provenance(c, weights, model_info, getattr(target, "info", {}))
+        self._record(c, score_cell(self.plan, c, acts, target), weights, provenance, summary)
+
+    def _provenance(self, c: PlannedCell, weights: WeightsInfo, model_info: dict[str, Any],
+                    target_info: dict[str, Any] | None) -> dict[str, Any]:
+        """What a cell's row records about its inputs (plugins, parameters, weights, digests, versions)."""
         metric = self.plan.metrics[c.metric]
         splugin = self.plan.signals[c.signal]
-        provenance = {
+        return {
             "run_id": self.run_id,
             "dataset": {"name": self.plan.dataset.name, "digest": self.plan.dataset.digest,
                         "kind": self.plan.dataset.kind, "n_stimuli": len(self.plan.dataset.stimuli)},
@@ -934,27 +985,56 @@ class Scheduler:
                       "reduction": self.plan.config.reduction, **model_info},
             "signal": {"name": c.signal, "plugin": self.plan.signal_plugin_names[c.signal],
                        "params": splugin.parameters(c.signal), "version": splugin.version(),
-                       "info": dict(getattr(target, "info", {}) or {})},
+                       "info": dict(target_info or {})},
             "metric": {"name": c.metric, "params": metric.parameters(), "version": metric.version()},
             "seed": self.plan.config.seed,
+            "executor": self.plan.config.executor,
             "packages": self._versions,
         }
-        started = time.time()
-        t0 = time.perf_counter()
-        try:
-            score = metric.score(_align(acts, target, self.plan.dataset.stimuli), target, seed=self.plan.config.seed)
-        except Exception as exc:
-            if not isinstance(exc, FrameworkError):
-                log.debug("Metric failure:\n%s", traceback.format_exc())
-            text = f"metric '{c.metric}' failed on {c.model.name} × {c.signal}: {_error_text(exc)}"
-            log.error(text)
-            self._fail(c, text, summary, weights_source=weights.source, weights_label=weights.label,
-                       provenance=provenance, started_at=started, seconds=time.perf_counter() - t0)
+
+    def _record(self, c: PlannedCell, outcome: CellOutcome, weights: WeightsInfo, provenance: dict[str, Any],
+                summary: RunSummary) -> None:
+        """Write one cell's row: its score, or its error (logged, with the traceback at debug level)."""
+        if outcome.error is not None:
+            if outcome.traceback:
+                log.debug("Metric failure:\n%s", outcome.traceback)
+            log.error(outcome.error)
+            self._fail(c, outcome.error, summary, weights_source=weights.source, weights_label=weights.label,
+                       provenance=provenance, started_at=outcome.started_at, seconds=outcome.seconds)
             return
-        self.store.record_score(c.cell, score, run_id=self.run_id, weights_source=weights.source,
-                                weights_label=weights.label, provenance=provenance, started_at=started,
-                                seconds=time.perf_counter() - t0)
+        self.store.record_score(c.cell, outcome.score, run_id=self.run_id, weights_source=weights.source,
+                                weights_label=weights.label, provenance=provenance, started_at=outcome.started_at,
+                                seconds=outcome.seconds)
         summary.n_done += 1
+
+
+@dataclass
+class CellOutcome:
+    """What scoring one cell gave: a score, or the one-line error of its failure."""
+
+    score: Score | None
+    error: str | None
+    started_at: float          # wall clock (s since the epoch)
+    seconds: float             # scoring time
+    traceback: str | None = None
+
+
+def score_cell(plan: Plan, c: PlannedCell, acts: Activations, target: Target) -> CellOutcome:
+    """Score one cell: the metric on the activations aligned to the target's stimuli.
+
+    Pure (writes nothing), so it runs in this process or as a task on a worker; an exception of
+    the metric becomes the outcome's error, named ``metric '<m>' failed on <model> × <signal>``.
+    """
+    metric = plan.metrics[c.metric]
+    started = time.time()
+    t0 = time.perf_counter()
+    try:
+        score = metric.score(_align(acts, target, plan.dataset.stimuli), target, seed=plan.config.seed)
+    except Exception as exc:
+        text = f"metric '{c.metric}' failed on {c.model.name} × {c.signal}: {_error_text(exc)}"
+        trace = None if isinstance(exc, FrameworkError) else traceback.format_exc()
+        return CellOutcome(None, text, started, time.perf_counter() - t0, trace)
+    return CellOutcome(score, None, started, time.perf_counter() - t0)
 
 
 def run(config: RunConfig, *, registry: Registry | None = None,
@@ -964,15 +1044,17 @@ def run(config: RunConfig, *, registry: Registry | None = None,
     Returns the summary of all plans (each plan is one run of the store, :attr:`RunSummary.run_ids`).
     ``on_plan`` is called with each plan just before it is executed.
     """
+    from framework.executors import open_executor
+
     registry = registry or load_registry()
     plans = plan_runs(config, registry)
     summaries = []
     several = len({p.dataset.name for p in plans}) > 1
-    with ResultsStore(config.store) as store:
+    with open_executor(config) as client, ResultsStore(config.store) as store:
         for plan in plans:
             if on_plan is not None:
                 on_plan(plan)
-            scheduler = Scheduler(plan, store, progress=config.progress)
+            scheduler = Scheduler(plan, store, progress=config.progress, client=client)
             scheduler.name_dataset = several
             summaries.append(scheduler.execute(registry))
     return merge_summaries(summaries, [p.dataset.name for p in plans])

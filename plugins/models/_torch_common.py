@@ -11,7 +11,8 @@
 * SHA-256 digests of files and of state dicts;
 * :class:`HookedTorchModel`, the base of both plugins: layer discovery by a dry forward pass,
   forward-hook extraction under ``eval()`` and ``torch.inference_mode()`` with the hooks removed
-  in ``finally``, and the weights policy ("pretrained" / "random" / "auto" / a local file).
+  in ``finally``, on any torch device and in fp32 or fp16/bf16 autocast (:mod:`framework.devices`),
+  and the weights policy ("pretrained" / "random" / "auto" / a local file).
 """
 from __future__ import annotations
 
@@ -134,6 +135,9 @@ def state_dict_digest(state: torch.nn.Module | dict[str, torch.Tensor]) -> str:
         h.update(b"\x1f")
     return h.hexdigest()
 
+
+#: Half precisions on the CPU announced in this process (slow there: one warning per precision).
+_CPU_HALF_ANNOUNCED: set[str] = set()
 
 #: Models whose random-init fallback was announced in this process (a run over several datasets builds a
 #: model once per dataset; the warning is given once).
@@ -743,6 +747,8 @@ class HookedTorchModel(ModelPlugin):
 
     plugin_version = "1"
     library = "torch"
+    #: :meth:`extract` takes ``device`` and ``precision`` (:attr:`framework.contracts.ModelPlugin.supports_devices`).
+    supports_devices = True
     #: Whether a failed pretrained load may have modified the module passed to
     #: :meth:`_load_pretrained` (then ``weights="auto"`` rebuilds it before falling back
     #: to random init). Loaders that raise before touching it set this to False.
@@ -1052,8 +1058,9 @@ class HookedTorchModel(ModelPlugin):
         return f"the {tap.kind} of {where}"
 
     # -- extraction -------------------------------------------------------------------------
-    def extract(self, stimuli: StimulusSet, layers: Sequence[str], *,
-                batch_size: int = 32) -> Iterator[dict[str, np.ndarray]]:
+    def extract(self, stimuli: StimulusSet, layers: Sequence[str], *, batch_size: int = 32,
+                device: torch.device | str | None = None,
+                precision: str = "fp32") -> Iterator[dict[str, np.ndarray]]:
         """Yield, per batch in stimulus order, ``{layer: (batch, n_features) float32}``.
 
         Parameters
@@ -1063,6 +1070,15 @@ class HookedTorchModel(ModelPlugin):
             Names from :meth:`layers`; the yielded dicts follow this order.
         batch_size : int
             Stimuli per forward pass.
+        device : torch.device or str, optional
+            Where the network runs (a name is resolved by :func:`framework.devices.resolve_device`);
+            None: the CPU. The network is moved there for the extraction and back to the CPU after
+            it; batches are preprocessed on the CPU (pinned for CUDA) and copied over.
+        precision : {"fp32", "fp16", "bf16"}
+            ``fp32``: the network's float32 arithmetic (on the CPU bit-identical to an extraction
+            without these options); ``fp16``/``bf16``: the forward pass under ``torch.autocast``
+            (:func:`framework.devices.autocast_context`). Either way every layer comes back as float32
+            numpy on the CPU; the ``pixels`` layer is the preprocessed input, never rounded.
 
         Notes
         -----
@@ -1079,11 +1095,38 @@ class HookedTorchModel(ModelPlugin):
         layers = self._check_layers(layers, option="layers")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"{self.name}: batch_size must be a positive integer, got {batch_size!r}.")
+        import torch
+
+        from framework.devices import check_precision, resolve_device
+
+        if device is None:
+            device = torch.device("cpu")
+        elif isinstance(device, str):
+            device = resolve_device(device)
+        elif not isinstance(device, torch.device):
+            raise ConfigError(f"{self.name}: device must be a torch.device or a name such as 'cpu' or 'cuda', "
+                              f"got {device!r}.")
+        precision = check_precision(device, precision, option=f"{self.name}: precision")
         module = self._ready()
-        return self._iterate(module, stimuli, layers, int(batch_size))
+        if device.type == "cpu" and precision != "fp32" and precision not in _CPU_HALF_ANNOUNCED:
+            _CPU_HALF_ANNOUNCED.add(precision)
+            log.warning("Precision %s on the CPU: torch emulates it on CPUs without native half-precision units "
+                        "(AMX, AVX512-BF16/FP16), so extraction is usually much slower than fp32 there (cpu "
+                        "capability: %s); use a GPU (--device cuda) or fp32.", precision,
+                        torch.backends.cpu.get_cpu_capability())
+        return self._iterate(module, stimuli, layers, int(batch_size), device=device, precision=precision)
 
     def _iterate(self, module: torch.nn.Module, stimuli: StimulusSet, layers: list[str],
-                 batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+                 batch_size: int, *, device: torch.device | None = None,
+                 precision: str = "fp32") -> Iterator[dict[str, np.ndarray]]:
+        import torch
+
+        device = torch.device("cpu") if device is None else device
+        pin = device.type == "cuda"  # page-locked batches: the copy to the GPU runs asynchronously
+
+        def prepared(start: int, stop: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+            x, batch_sizes = self._sized_batch(stimuli, start, stop)
+            return (x.pin_memory() if pin else x), batch_sizes
 
         taps = self._discover()[1]
         groups: dict[_Tap, list[str]] = {}
@@ -1095,28 +1138,40 @@ class HookedTorchModel(ModelPlugin):
         starts = list(range(0, n, batch_size))
         sizes: list[tuple[int, int]] = []
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="framework-preprocess")
+        moved = False
+        pending = None
         try:
-            pending = pool.submit(self._sized_batch, stimuli, 0, min(batch_size, n)) if n else None
+            if device.type != "cpu":  # in place; moved back in finally (GPU memory freed for the next model)
+                moved = True
+                module.to(device)
+            pending = pool.submit(prepared, 0, min(batch_size, n)) if n else None
             for k in range(len(starts)):
                 assert pending is not None
                 x, batch_sizes = pending.result()
                 sizes.extend(batch_sizes)
-                pending = (pool.submit(self._sized_batch, stimuli, starts[k + 1], min(starts[k + 1] + batch_size, n))
+                pending = (pool.submit(prepared, starts[k + 1], min(starts[k + 1] + batch_size, n))
                            if k + 1 < len(starts) else None)
                 if k + 1 == len(starts):  # every image decoded: one warning with the full count
                     self._warn_small(sizes, n)
-                yield self._forward(module, by_path, x, layers, groups)
+                yield self._forward(module, by_path, x, layers, groups, device=device, precision=precision)
         finally:
             if pending is not None:
                 pending.cancel()
             pool.shutdown(wait=True)
+            if moved:
+                module.to("cpu")
 
     def _forward(self, module: torch.nn.Module, by_path: dict[str, torch.nn.Module], x: torch.Tensor,
-                 layers: list[str], groups: dict[_Tap, list[str]]) -> dict[str, np.ndarray]:
+                 layers: list[str], groups: dict[_Tap, list[str]], *, device: torch.device | None = None,
+                 precision: str = "fp32") -> dict[str, np.ndarray]:
+        """One batch ``x`` (on the CPU) through ``module`` (on ``device``) under ``precision``; float32 numpy out."""
         import torch
 
+        from framework.devices import autocast_context
+
+        on_cpu = device is None or device.type == "cpu"
         b = x.shape[0]
-        captured: dict[_Tap, np.ndarray] = {}
+        captured: dict[_Tap, Any] = {}
         n_taps = len(groups)
 
         def grab(tap: _Tap, t: Any) -> None:
@@ -1124,7 +1179,10 @@ class HookedTorchModel(ModelPlugin):
             if t is None:
                 raise PluginError(f"Model '{self.name}': layer '{tap.path}' returned no tensor.")
             # copy: later in-place ops (ReLU(inplace=True)) must not change what was captured
-            captured[tap] = t.detach().reshape(b, -1).to(device="cpu", dtype=torch.float32, copy=True).numpy()
+            if on_cpu:
+                captured[tap] = t.detach().reshape(b, -1).to(device="cpu", dtype=torch.float32, copy=True).numpy()
+            else:  # kept on the device (no synchronisation per layer); copied to the CPU after the pass
+                captured[tap] = t.detach().reshape(b, -1).to(dtype=torch.float32, copy=True)
             if len(captured) == n_taps:
                 raise _StopForward
 
@@ -1146,8 +1204,11 @@ class HookedTorchModel(ModelPlugin):
                     handles.append(sub.register_forward_pre_hook(pre(tap)) if tap.kind == "input"
                                    else sub.register_forward_hook(post(tap)))
                 if groups:
-                    with contextlib.suppress(_StopForward):
-                        module(x)
+                    xd = x if on_cpu else x.to(device, non_blocking=x.is_pinned())
+                    with contextlib.suppress(_StopForward), autocast_context(device or x.device, precision):
+                        module(xd)
+                if not on_cpu:
+                    captured = {tap: t.cpu().numpy() for tap, t in captured.items()}
         finally:
             for h in handles:
                 h.remove()
