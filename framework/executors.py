@@ -121,14 +121,23 @@ def _check_gpu_workers(client: Any, device: str) -> None:
 _WORKER_REGISTRY: Any = None
 
 
-def _worker_scheduler(plan: Plan) -> Scheduler:
-    """A scheduler of ``plan`` without a store, on a worker: its caches are the worker's user cache."""
+def _warm_up() -> None:
+    """Import the scheduler, torch and the plugin registry on a worker (seconds, once per process)."""
     global _WORKER_REGISTRY
+    import torch  # noqa: F401 - the import is the point
+
     from framework.registry import load_registry
-    from framework.scheduler import Scheduler
+    from framework.scheduler import Scheduler  # noqa: F401
 
     if _WORKER_REGISTRY is None:
         _WORKER_REGISTRY = load_registry()
+
+
+def _worker_scheduler(plan: Plan) -> Scheduler:
+    """A scheduler of ``plan`` without a store, on a worker: its caches are the worker's user cache."""
+    from framework.scheduler import Scheduler
+
+    _warm_up()
     scheduler = Scheduler(plan, None, progress=False)  # type: ignore[arg-type]
     scheduler._registry = _WORKER_REGISTRY
     return scheduler
