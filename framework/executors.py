@@ -68,7 +68,12 @@ def open_executor(config: RunConfig) -> Iterator[Any]:
                               "workers with `dask worker ADDRESS`, or fix the address.") from None
     else:
         n = config.workers or os.cpu_count() or 1
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        try:
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        except RuntimeError as exc:  # e.g. "Nanny failed to start": the workers could not import the caller
+            raise ConfigError(f"Could not start a local Dask cluster of {n} worker(s) ({exc}). In a Python script, "
+                              "call framework.run(...) under `if __name__ == \"__main__\":` (the workers are new "
+                              "processes that import the script); otherwise see the worker errors above.") from None
         client = Client(cluster)
     try:
         _check_workers(client, config.dask_scheduler)

@@ -214,3 +214,24 @@ def test_gpu_device_without_gpu_workers_is_refused_before_any_work(cluster, tmp_
     with pytest.raises(ConfigError, match=r"--device cuda on Dask: no worker offers a GPU resource.*--resources GPU=1"):
         framework.run(store=tmp_path / "store", dask_scheduler=cluster.address, device="cuda", **RUN)
     assert _n_rows(tmp_path / "store") == 0
+
+
+def test_cli_workers_starts_a_local_cluster_with_the_same_numbers(local_rows, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "framework.cli", "run", *CLI_RUN, "--store", str(tmp_path / "store"),
+                           "--workers", "2"], env=_env(tmp_path / "cache"), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{N_CELLS} cell(s) scored, 0 skipped" in proc.stderr
+    _assert_same(_rows(tmp_path / "store"), local_rows)
+
+
+def test_a_script_without_a_main_guard_gets_one_line(tmp_path):
+    script = tmp_path / "unguarded.py"
+    script.write_text("import framework\nframework.run(models='pixels', signals='lowgamma@150-350', metrics='rsa', "
+                      f"store={str(tmp_path / 'store')!r}, workers=1, dataset_params={RUN['dataset_params']!r})\n")
+    proc = subprocess.run([sys.executable, str(script)], env=_env(tmp_path / "cache"), capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "framework.errors.ConfigError: Could not start a local Dask cluster of 1 worker(s)" in last, proc.stderr
+    assert "if __name__ == \"__main__\":" in last
