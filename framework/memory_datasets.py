@@ -16,10 +16,6 @@ from framework.errors import ConfigError, DataError, did_you_mean
 
 __all__ = ["epochs_dataset", "rdms_dataset", "responses_dataset"]
 
-#: Columns a sites table must have (as the ``file`` dataset's sites TSV); ``x, y, z`` (mm) are optional.
-SITE_COLUMNS = ("name", "subject", "area")
-
-
 def _stimuli(ids: Any, images: Any, labels: Any, n: int):
     import numpy as np
 
@@ -135,6 +131,8 @@ def _site_rows(sites: Any) -> tuple[dict[tuple[str, str], str], dict[tuple[str, 
     """(subject, channel) -> area, and -> (3,) coordinates in mm when the table has x, y, z."""
     import numpy as np
 
+    from framework.recordings import SITE_COLUMNS, coordinate_columns
+
     if hasattr(sites, "to_dict") and hasattr(sites, "columns"):     # a pandas DataFrame
         columns = {str(c): list(sites[c]) for c in sites.columns}
     elif isinstance(sites, Mapping):
@@ -145,15 +143,9 @@ def _site_rows(sites: Any) -> tuple[dict[tuple[str, str], str], dict[tuple[str, 
             raise ConfigError("sites must be a pandas DataFrame, a dict of columns or a list of dicts with "
                               f"columns {', '.join(SITE_COLUMNS)} (and optionally x, y, z in mm).")
         columns = {k: [r.get(k) for r in rows] for k in dict.fromkeys(k for r in rows for k in r)}
-    missing = [c for c in SITE_COLUMNS if c not in columns]
-    if missing:
-        raise ConfigError(f"sites lacks column(s) {', '.join(missing)} (columns: {', '.join(columns) or 'none'})."
-                          f"{did_you_mean(missing[0], list(columns))} Give one row per recording channel with "
-                          "name (the channel name in the epochs), subject and area.")
-    xyz = [c for c in ("x", "y", "z") if c in columns]
-    if xyz and len(xyz) != 3:
-        raise ConfigError(f"sites has coordinate column(s) {', '.join(xyz)} but not all of x, y, z; give all three "
-                          "(NaN when unknown) or none.")
+    xyz = coordinate_columns(list(columns), what="sites", unknown="NaN", error=ConfigError,
+                             layout="Give one row per recording channel with name (the channel name in the "
+                                    "epochs), subject and area.")
     areas: dict[tuple[str, str], str] = {}
     coords: dict[tuple[str, str], Any] = {}
     for j, (name, subject, area) in enumerate(zip(columns["name"], columns["subject"], columns["area"])):

@@ -16,12 +16,45 @@ from framework.errors import DataError
 
 #: MNE channel types that are recording sites; other channels (stim, misc, eog, ...) are ignored.
 SITE_CHANNEL_TYPES: tuple[str, ...] = ("seeg", "ecog", "eeg", "dbs")
+#: Columns a sites table must have; ``x, y, z`` (mm) are optional, as a group.
+SITE_COLUMNS: tuple[str, ...] = ("name", "subject", "area")
 
 
 def few(items: Sequence[Any], n: int = 5) -> str:
     """``'a', 'b', 'c' (and 7 more)`` for error messages."""
     shown = ", ".join(repr(str(i)) for i in list(items)[:n])
     return shown + (f" (and {len(items) - n} more)" if len(items) > n else "")
+
+
+def coordinate_columns(columns: Sequence[str], *, what: str, layout: str, unknown: str,
+                       error: type[Exception] = DataError) -> list[str]:
+    """Check a sites table's columns; return its coordinate columns (``["x", "y", "z"]`` or ``[]``).
+
+    Parameters
+    ----------
+    columns : sequence of str
+        The table's column names.
+    what : str
+        Names the table in messages (``"Sites table 'sites.tsv'"``, ``"sites"``).
+    layout : str
+        The sentence saying how the table must look, ending the missing-column message.
+    unknown : str
+        How an unknown coordinate is written (``"n/a"``, ``"NaN"``).
+    error : exception class
+        Raised with one line when :data:`SITE_COLUMNS` are missing or x, y, z are incomplete.
+    """
+    from framework.errors import did_you_mean
+
+    columns = [str(c) for c in columns]
+    missing = [c for c in SITE_COLUMNS if c not in columns]
+    if missing:
+        raise error(f"{what} lacks column(s) {', '.join(missing)}; columns found: {few(columns, 20) or 'none'}."
+                    f"{did_you_mean(missing[0], columns)} {layout}")
+    xyz = [c for c in ("x", "y", "z") if c in columns]
+    if xyz and len(xyz) != 3:
+        raise error(f"{what} has coordinate column(s) {', '.join(xyz)} but not all of x, y, z; give all three "
+                    f"({unknown} when unknown) or none.")
+    return xyz
 
 
 def site_channels(ch_names: Sequence[str], ch_types: Sequence[str], bads: Sequence[str]) -> list[str]:

@@ -110,6 +110,8 @@ def test_bad_channels_and_other_types_are_not_sites():
 @pytest.mark.parametrize(("change", "error", "text"), [
     (lambda kw: kw.update(sites=_sites(["s1"])), DataError, "subject 's2' have 3 channel(s) missing from sites"),
     (lambda kw: kw.update(sites=_sites().drop(columns="area")), ConfigError, "sites lacks column(s) area"),
+    (lambda kw: kw.update(sites=_sites().assign(x=0.0, y=0.0)), ConfigError,
+     "sites has coordinate column(s) x, y but not all of x, y, z; give all three (NaN when unknown) or none."),
     (lambda kw: kw.update(epochs={"s1": _epochs(0).drop([0, 8, 16])}), DataError,
      "1 stimulus id(s) are never shown in any epochs: 'img00'"),
     (lambda kw: kw.update(epochs={"s1": np.zeros((3, 3, 3))}), ConfigError, "epochs['s1'] is a ndarray"),

@@ -34,7 +34,14 @@ from typing import Any
 import numpy as np
 
 from framework.errors import DataError, did_you_mean
-from framework.recordings import SITE_CHANNEL_TYPES, check_channels_finite, few, site_channels  # noqa: F401 (re-exported)
+from framework.recordings import (  # noqa: F401 (SITE_CHANNEL_TYPES re-exported)
+    SITE_CHANNEL_TYPES,
+    SITE_COLUMNS,
+    check_channels_finite,
+    coordinate_columns,
+    few,
+    site_channels,
+)
 from framework.types import EpochsMeta, epochs_stimulus_ids
 
 log = logging.getLogger("framework.datasets.files")
@@ -43,8 +50,6 @@ log = logging.getLogger("framework.datasets.files")
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 #: Suffixes stripped from an epochs file name to get the subject (first match wins).
 EPOCHS_SUFFIXES: tuple[str, ...] = ("-epo.fif.gz", "_epo.fif.gz", "-epo.fif", "_epo.fif", ".fif.gz", ".fif")
-#: Site TSV columns that must exist.
-SITE_COLUMNS: tuple[str, ...] = ("name", "subject", "area")
 #: Keys a responses ``.npz`` may hold; the first is required.
 RESPONSE_KEYS: tuple[str, ...] = ("responses", "repetitions", "stimulus_ids", "site_names", "site_areas",
                                   "site_subjects", "site_coords")
@@ -420,16 +425,9 @@ def read_sites_tsv(path: Path, *, source: Path | None = None) -> SiteRows:
         raise DataError(f"Sites table '{path}' is empty; expected a header row with columns "
                         f"{', '.join(SITE_COLUMNS)} (tab-separated).")
     header = [c.strip() for c in rows[0]]
-    missing = [c for c in SITE_COLUMNS if c not in header]
-    if missing:
-        hint = did_you_mean(missing[0], header)
-        raise DataError(f"Sites table '{path}' lacks column(s) {', '.join(missing)}; columns found: "
-                        f"{_few(header, 20)}.{hint} It must be tab-separated with a header row "
-                        "name, subject, area (and optionally x, y, z).")
-    xyz = [c for c in ("x", "y", "z") if c in header]
-    if xyz and len(xyz) != 3:
-        raise DataError(f"Sites table '{path}' has coordinate column(s) {', '.join(xyz)} but not all of "
-                        "x, y, z; give all three (n/a when unknown) or none.")
+    xyz = coordinate_columns(header, what=f"Sites table '{path}'", unknown="n/a",
+                             layout="It must be tab-separated with a header row name, subject, area (and optionally "
+                                    "x, y, z).")
     col = {c: header.index(c) for c in (*SITE_COLUMNS, *xyz)}
     areas: dict[tuple[str, str], str] = {}
     coords: dict[tuple[str, str], np.ndarray] = {}
